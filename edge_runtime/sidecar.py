@@ -1,0 +1,257 @@
+"""The model sidecar (`model.json`): everything the line needs to judge a part as training did.
+
+Defined once, here, as a typed structure with validation. Export writes it through `save`; the
+runtime reads it through `load`. Every refusal names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import BadInput, BadModel
+from edge_runtime.preprocess import InputSpec, Roi
+from edge_runtime.scoring import Metric
+
+SCHEMA_VERSION = 1
+KNOWN_VERSIONS = (1,)
+
+
+@dataclass
+class Reference:
+    """The good-part reference: mean embedding of `n` good training images."""
+
+    vector: np.ndarray  # float64, embedding_dim values
+    n: int  # how many good images were averaged
+    images_sha256: str  # hash of the sorted list of their paths: which images they were
+
+
+@dataclass
+class Threshold:
+    value: float  # NG when score > value
+    policy: str  # how it was chosen, e.g. "recall:0.99"
+    validation: dict = field(default_factory=dict)  # figures at this threshold on validation
+
+
+@dataclass
+class Sidecar:
+    model_sha256: str  # SHA-256 of model.onnx; the runtime refuses a mismatch
+    arch: str  # "mlp" or "cnn"
+    input: InputSpec
+    embedding_dim: int
+    reference: Reference
+    metric: Metric
+    threshold: Threshold
+    roi: Roi | None = None  # default region of interest; None = the whole frame
+    labels: dict[str, str] = field(default_factory=dict)  # label → name, "0" = good
+    training: dict = field(default_factory=dict)  # data source, counts, data hash, seed, epochs
+    parity: dict = field(default_factory=dict)  # Keras vs onnxruntime check done at export
+    input_name: str = "image"
+    output_name: str = "embedding"
+    model_file: str = "model.onnx"
+    package_version: str = ""
+    created: str = ""  # ISO 8601, UTC
+    schema_version: int = SCHEMA_VERSION
+
+    # ---------------------------------------------------------------- writing
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
+            "arch": self.arch,
+            "input": {
+                "name": self.input_name,
+                "height": self.input.height,
+                "width": self.input.width,
+                "channels": self.input.channels,
+                "scale": self.input.scale,
+                "layout": self.input.layout,
+                "dtype": "float32",
+                "color": "gray",
+                "resize": "INTER_AREA (shrink) / INTER_LINEAR (enlarge), after the ROI crop",
+            },
+            "output": {"name": self.output_name, "dim": self.embedding_dim},
+            "roi": None if self.roi is None else self.roi.to_dict(),
+            "reference": {
+                "vector": [float(v) for v in self.reference.vector],
+                "n": self.reference.n,
+                "images_sha256": self.reference.images_sha256,
+            },
+            "metric": self.metric.to_dict(),
+            "threshold": {
+                "value": float(self.threshold.value),
+                "policy": self.threshold.policy,
+                "validation": self.threshold.validation,
+            },
+            "labels": self.labels,
+            "training": self.training,
+            "parity": self.parity,
+            "package_version": self.package_version,
+            "created": self.created,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a temporary file in the same folder, then os.replace."""
+        atomic_write_bytes(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "model.json") -> Sidecar:
+        r = _Reader(d, where)
+        version = r.get("schema_version", int)
+        if version not in KNOWN_VERSIONS:
+            raise BadModel(
+                f"{where}: schema_version {version} is not one this runtime knows "
+                f"({', '.join(map(str, KNOWN_VERSIONS))}); update twinspect"
+            )
+        try:
+            spec = InputSpec(
+                height=r.get("input.height", int),
+                width=r.get("input.width", int),
+                channels=r.get("input.channels", int),
+                scale=r.get("input.scale", float),
+                layout=r.get("input.layout", str),
+            )
+        except BadInput as e:
+            raise BadModel(f"{where}: field 'input': {e}") from None
+        dim = r.get("output.dim", int)
+        vector = r.floats("reference.vector")
+        if vector.size != dim:
+            raise BadModel(
+                f"{where}: field 'reference.vector' has {vector.size} values, "
+                f"but output.dim is {dim}"
+            )
+        metric_name = r.get("metric.name", str)
+        inv_cov = None
+        if metric_name == "mahalanobis":
+            inv_cov = r.floats("metric.inv_cov")
+            if inv_cov.shape != (dim, dim):
+                raise BadModel(
+                    f"{where}: field 'metric.inv_cov' is {inv_cov.shape}, needs {dim}×{dim}"
+                )
+        try:
+            metric = Metric(
+                metric_name,
+                p=r.get("metric.p", float) if metric_name == "minkowski" else 4.0,
+                inv_cov=inv_cov,
+            )
+        except BadInput as e:
+            raise BadModel(f"{where}: field 'metric': {e}") from None
+        threshold = r.get("threshold.value", float)
+        if not math.isfinite(threshold):
+            raise BadModel(f"{where}: field 'threshold.value' is {threshold}, must be finite")
+        roi_d = r.get("roi", (dict, type(None)))
+        try:
+            roi = None if roi_d is None else Roi.from_dict(roi_d, where=f"{where}: field 'roi'")
+        except BadInput as e:
+            raise BadModel(str(e)) from None
+        return cls(
+            schema_version=version,
+            model_file=r.get("model_file", str),
+            model_sha256=r.get("model_sha256", str),
+            arch=r.get("arch", str),
+            input=spec,
+            input_name=r.get("input.name", str),
+            output_name=r.get("output.name", str),
+            embedding_dim=dim,
+            roi=roi,
+            reference=Reference(
+                vector=vector,
+                n=r.get("reference.n", int),
+                images_sha256=r.get("reference.images_sha256", str),
+            ),
+            metric=metric,
+            threshold=Threshold(
+                value=threshold,
+                policy=r.get("threshold.policy", str),
+                validation=r.get("threshold.validation", dict),
+            ),
+            labels=r.get("labels", dict),
+            training=r.get("training", dict),
+            parity=r.get("parity", dict),
+            package_version=r.get("package_version", str),
+            created=r.get("created", str),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Sidecar:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise BadModel(
+                f"{path}: missing (a model directory holds model.onnx and model.json)"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadModel(f"{path}: not readable JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise BadModel(f"{path}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, where=str(path))
+
+
+class _Reader:
+    """Dotted-path access that turns a missing or mistyped field into one clear BadModel line."""
+
+    def __init__(self, d: dict, where: str) -> None:
+        self.d, self.where = d, where
+
+    def _raw(self, dotted: str):
+        node = self.d
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise BadModel(f"{self.where}: missing field '{dotted}'")
+            node = node[part]
+        return node
+
+    def get(self, dotted: str, kind):
+        value = self._raw(dotted)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise BadModel(
+                f"{self.where}: field '{dotted}' should be {names}, got {type(value).__name__}"
+            )
+        return value
+
+    def floats(self, dotted: str) -> np.ndarray:
+        value = self._raw(dotted)
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadModel(f"{self.where}: field '{dotted}' must hold numbers only") from None
+        if arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise BadModel(f"{self.where}: field '{dotted}' must hold finite numbers only")
+        return arr
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then os.replace into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

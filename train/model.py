@@ -1,0 +1,108 @@
+"""The twin network: an embedding branch shared by both images of a pair, and their distance.
+
+Pair-label convention (the reference notebook's, used everywhere in twinspect):
+    y = 0  same kind   (good, good)      → the distance should be small
+    y = 1  different   (good, defective) → the distance should be at least the margin
+    contrastive loss = (1 − y)/2 · d²  +  y/2 · max(0, margin − d)²,   margin = 1
+"""
+
+from __future__ import annotations
+
+from edge_runtime.preprocess import InputSpec
+from train import require_keras
+
+keras = require_keras()
+from keras import layers, ops  # noqa: E402
+
+ARCHS = ("mlp", "cnn")
+EMBEDDING_DIM = 128
+
+
+@keras.saving.register_keras_serializable(package="twinspect")
+class EuclideanDistance(layers.Layer):
+    """‖a − b‖₂ per row, with the squared sum floored at epsilon so the gradient of the square
+    root stays finite when both branches give the same embedding."""
+
+    def __init__(self, epsilon: float = 1e-7, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def call(self, inputs):
+        a, b = inputs
+        squared = ops.sum(ops.square(a - b), axis=1, keepdims=True)
+        return ops.sqrt(ops.maximum(squared, self.epsilon))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="twinspect")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss with the convention in this module's docstring."""
+
+    def __init__(self, margin: float = 1.0, name: str = "contrastive_loss", **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        d = y_pred
+        y = ops.reshape(ops.cast(y_true, d.dtype), ops.shape(d))  # (N,) or (N, 1) labels
+        same = (1.0 - y) / 2.0 * ops.square(d)
+        different = y / 2.0 * ops.square(ops.maximum(self.margin - d, 0.0))
+        return same + different
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "margin": self.margin}
+
+
+def input_spec(arch: str) -> InputSpec:
+    """The input each architecture takes: flat 936 values for the MLP, 26×36×1 for the CNN."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}")
+    return InputSpec(layout="flat" if arch == "mlp" else "nhwc")
+
+
+def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int = 0):
+    """The branch that is shipped. Functional (not Sequential) so tf2onnx can convert it."""
+    spec = spec or input_spec(arch)
+    init = keras.initializers.GlorotUniform
+    inp = keras.Input(shape=spec.tensor_shape()[1:], name="image")
+    if arch == "mlp":
+        x = layers.Dense(512, activation="relu", kernel_initializer=init(seed))(inp)
+        x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 1))(x)
+    elif arch == "cnn":
+        x = layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(seed))(
+            inp
+        )
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(
+            64, 3, padding="same", activation="relu", kernel_initializer=init(seed + 1)
+        )(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(
+            64, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)
+        )(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 3))(x)
+    else:
+        raise ValueError(f"unknown arch {arch!r}")
+    out = layers.Dense(EMBEDDING_DIM, name="embedding", kernel_initializer=init(seed + 7))(x)
+    return keras.Model(inp, out, name=f"embedding_{arch}")
+
+
+def build_twin(embedding):
+    """Two inputs, one shared embedding branch, their Euclidean distance."""
+    shape = embedding.input_shape[1:] if hasattr(embedding, "input_shape") else None
+    shape = shape or tuple(embedding.inputs[0].shape[1:])
+    left = keras.Input(shape=shape, name="left")
+    right = keras.Input(shape=shape, name="right")
+    d = EuclideanDistance(name="distance")([embedding(left), embedding(right)])
+    return keras.Model([left, right], d, name="twin")
+
+
+def load_model(path):
+    """Load a saved twin or embedding with safe_mode on; our layers are registered above."""
+    return keras.saving.load_model(path, safe_mode=True)
