@@ -53,6 +53,7 @@ class Sidecar:
     labels: dict[str, str] = field(default_factory=dict)  # label → name, "0" = good
     training: dict = field(default_factory=dict)  # data source, counts, data hash, seed, epochs
     parity: dict = field(default_factory=dict)  # Keras vs onnxruntime check done at export
+    quantization: dict = field(default_factory=dict)  # int8 figures when export quantized
     input_name: str = "image"
     output_name: str = "embedding"
     model_file: str = "model.onnx"
@@ -94,13 +95,17 @@ class Sidecar:
             "labels": self.labels,
             "training": self.training,
             "parity": self.parity,
+            "quantization": self.quantization,
             "package_version": self.package_version,
             "created": self.created,
         }
 
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=1).encode()
+
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, then os.replace."""
-        atomic_write_bytes(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+        atomic_write_bytes(Path(path), self.to_json())
 
     # ---------------------------------------------------------------- reading
     @classmethod
@@ -177,6 +182,7 @@ class Sidecar:
             labels=r.get("labels", dict),
             training=r.get("training", dict),
             parity=r.get("parity", dict),
+            quantization=r.optional("quantization", dict, {}),
             package_version=r.get("package_version", str),
             created=r.get("created", str),
         )
@@ -223,6 +229,14 @@ class _Reader:
             )
         return value
 
+    def optional(self, dotted: str, kind, default):
+        """A field added after schema 1 was first written: absent means `default`."""
+        try:
+            self._raw(dotted)
+        except BadModel:
+            return default
+        return self.get(dotted, kind)
+
     def floats(self, dotted: str) -> np.ndarray:
         value = self._raw(dotted)
         try:
@@ -242,8 +256,8 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then os.replace into place."""
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` fully (fsynced) to a temporary name beside `path`; the caller renames it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -251,7 +265,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then os.replace into place."""
+    tmp = stage_bytes(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise

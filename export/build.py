@@ -1,0 +1,227 @@
+"""Export a training run: convert, verify against Keras, then write model.onnx + model.json.
+
+Nothing is written unless onnxruntime reproduces the Keras embeddings (max |Δ| ≤ 1e-4) and every
+OK/NG verdict on the parity images. Both files are staged fully beside their targets first, the
+ONNX before the sidecar, and only then renamed into place, so a failure while writing leaves the
+previous pair untouched. (The one remaining window is between the two renames; a crash there
+leaves a pair whose hashes disagree, which the runtime refuses, and re-running export repairs it.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime import __version__
+from edge_runtime.errors import BadInput
+from edge_runtime.evaluation import auroc
+from edge_runtime.model import SIDECAR_NAME
+from edge_runtime.preprocess import InputSpec, Roi, to_tensor
+from edge_runtime.scoring import distances
+from edge_runtime.sidecar import Sidecar, stage_bytes
+from export.onnx_convert import DEFAULT_OPSET, quantize_int8, to_onnx_bytes
+
+MODEL_NAME = "model.onnx"
+MIN_PARITY_IMAGES = 256
+PARITY_TOLERANCE = 1e-4  # largest |Keras − onnxruntime| allowed in any embedding value
+# int8 is kept only if at most this fraction of validation verdicts flips and AUROC drops by at
+# most INT8_MAX_AUROC_DROP: a rejected good part is tolerable, a new escape is not, so both
+# bounds are tight.
+INT8_MAX_FLIP_RATE = 0.005
+INT8_MAX_AUROC_DROP = 0.002
+
+
+@dataclass
+class ExportResult:
+    model_dir: Path
+    sidecar: Sidecar
+    onnx_bytes: int
+
+
+def _read_run(run_dir: Path) -> tuple[dict, dict]:
+    need = ["embedding.keras", "reference.json", "validation.npz"]
+    if not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: no such training run folder (made by 'twinspect train')")
+    for name in need:
+        if not (run_dir / name).is_file():
+            raise BadInput(f"{run_dir / name}: missing; is {run_dir} a complete training run?")
+    try:
+        ref = json.loads((run_dir / "reference.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInput(f"{run_dir / 'reference.json'}: not readable JSON ({e})") from None
+    with np.load(run_dir / "validation.npz", allow_pickle=False) as z:
+        val = {k: z[k] for k in z.files}
+    if "images" not in val or "labels" not in val or val["images"].ndim != 3:
+        raise BadInput(f"{run_dir / 'validation.npz'}: needs uint8 'images' N×H×W and 'labels'")
+    return ref, val
+
+
+def parity_images(images: np.ndarray, n: int = MIN_PARITY_IMAGES) -> np.ndarray:
+    """At least n images: the validation set, topped up for tiny runs with shifted, dimmed
+    copies (still part-like images, so verdicts near the threshold get exercised too)."""
+    out = [images]
+    k = 0
+    while sum(len(a) for a in out) < n:
+        k += 1
+        shifted = np.roll(images, k, axis=2).astype(np.int16) - 4 * k
+        out.append(np.clip(shifted, 0, 255).astype(np.uint8))
+    return np.concatenate(out)[: max(n, len(images))]
+
+
+def _ort_session(onnx_bytes: bytes):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def _median_call_us(session, x: np.ndarray, calls: int = 300) -> float:
+    one = x[:1]
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        session.run(None, {"image": one})
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times) / 1e3)
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+    roi: Roi | None = None,
+    log=print,
+) -> ExportResult:
+    from train.model import load_model  # TensorFlow: only on the export path
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    ref, val = _read_run(run_dir)
+    try:
+        spec = InputSpec(
+            **{k: ref["input"][k] for k in ("height", "width", "channels", "scale", "layout")}
+        )
+    except (KeyError, TypeError) as e:
+        raise BadInput(f"{run_dir / 'reference.json'}: bad 'input' section ({e})") from None
+    embedding = load_model(run_dir / "embedding.keras")
+    log(f"export: converting {run_dir / 'embedding.keras'} to ONNX (opset {opset})")
+    onnx_fp32 = to_onnx_bytes(embedding, spec, opset)
+
+    # Build the sidecar through the runtime's schema; the hash is filled in below.
+    draft = {
+        **{k: ref[k] for k in ("arch", "reference", "metric", "threshold", "labels", "training")},
+        "input": {**ref["input"], "name": "image"},
+        "roi": roi.to_dict() if roi is not None else ref.get("roi"),
+        "schema_version": 1,
+        "model_file": MODEL_NAME,
+        "model_sha256": "",
+        "output": {"name": "embedding", "dim": len(ref["reference"]["vector"])},
+        "parity": {},
+        "package_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    sidecar = Sidecar.from_dict(draft, where=str(run_dir / "reference.json"))
+    threshold = sidecar.threshold.value
+    reference, metric = sidecar.reference.vector, sidecar.metric
+
+    # Parity: Keras and onnxruntime on the same ≥256 validation images.
+    images = parity_images(val["images"])
+    x = to_tensor(images, spec)
+    keras_emb = embedding.predict(x, batch_size=256, verbose=0)
+    fp32 = _ort_session(onnx_fp32)
+    ort_emb = fp32.run(None, {"image": x})[0]
+    max_abs = float(np.max(np.abs(keras_emb - ort_emb)))
+    s_keras = distances(keras_emb, reference, metric)
+    s_ort = distances(ort_emb, reference, metric)
+    disagree = int(np.sum((s_keras > threshold) != (s_ort > threshold)))
+    sidecar.parity = {
+        "images": len(images),
+        "max_abs_diff": max_abs,
+        "max_score_diff": float(np.max(np.abs(s_keras - s_ort))),
+        "verdict_disagreements": disagree,
+        "tolerance": PARITY_TOLERANCE,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "opset": opset,
+    }
+    log(
+        f"export: parity on {len(images)} images: max |Keras − ONNX| = {max_abs:.2e} "
+        f"(limit {PARITY_TOLERANCE:.0e}), verdict disagreements = {disagree}"
+    )
+    if not (max_abs <= PARITY_TOLERANCE) or disagree:
+        raise BadInput(
+            f"refusing to export {run_dir}: onnxruntime does not reproduce Keras "
+            f"(max |Δ| {max_abs:.2e} > {PARITY_TOLERANCE:.0e} or {disagree} verdicts differ); "
+            "nothing was written"
+        )
+
+    onnx_out = onnx_fp32
+    if quantize == "int8":
+        onnx_out = _try_int8(onnx_fp32, fp32, x[: len(val["images"])], val, sidecar, log)
+    elif quantize is not None:
+        raise BadInput(f"--quantize {quantize!r}: only 'int8' is supported")
+
+    sidecar.model_sha256 = __import__("hashlib").sha256(onnx_out).hexdigest()
+    write_model_dir(out_dir, onnx_out, sidecar)
+    log(
+        f"export: wrote {out_dir / MODEL_NAME} ({len(onnx_out) / 1024:.0f} KiB) "
+        f"and {out_dir / SIDECAR_NAME}"
+    )
+    return ExportResult(out_dir, sidecar, len(onnx_out))
+
+
+def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar, log) -> bytes:
+    """Quantize, measure on validation, and keep int8 only within the stated bounds."""
+    int8_bytes = quantize_int8(onnx_fp32)
+    int8 = _ort_session(int8_bytes)
+    e32 = fp32.run(None, {"image": x})[0]
+    e8 = int8.run(None, {"image": x})[0]
+    ref, metric, t = sidecar.reference.vector, sidecar.metric, sidecar.threshold.value
+    s32, s8 = distances(e32, ref, metric), distances(e8, ref, metric)
+    y = np.asarray(val["labels"]).astype(str) != "0"
+    flips = int(np.sum((s32 > t) != (s8 > t)))
+    a32, a8 = auroc(s32, y), auroc(s8, y)
+    us32, us8 = _median_call_us(fp32, x), _median_call_us(int8, x)
+    kept = flips / len(x) <= INT8_MAX_FLIP_RATE and (a32 - a8) <= INT8_MAX_AUROC_DROP
+    sidecar.quantization = {
+        "type": "int8-dynamic",
+        "kept": bool(kept),
+        "validation_images": len(x),
+        "max_abs_embedding_diff": float(np.max(np.abs(e32 - e8))),
+        "verdict_flips": flips,
+        "auroc_fp32": a32,
+        "auroc_int8": a8,
+        "bytes_fp32": len(onnx_fp32),
+        "bytes_int8": len(int8_bytes),
+        "median_call_us_fp32": us32,
+        "median_call_us_int8": us8,
+        "bounds": {"max_flip_rate": INT8_MAX_FLIP_RATE, "max_auroc_drop": INT8_MAX_AUROC_DROP},
+    }
+    log(
+        f"export: int8 {'kept' if kept else 'rejected'}: {flips} verdict flips of {len(x)}, "
+        f"AUROC {a32:.4f} → {a8:.4f}, "
+        f"size {len(onnx_fp32) // 1024} → {len(int8_bytes) // 1024} KiB, "
+        f"median call {us32:.0f} → {us8:.0f} µs"
+    )
+    return int8_bytes if kept else onnx_fp32
+
+
+def write_model_dir(out_dir: Path, onnx_bytes: bytes, sidecar: Sidecar) -> None:
+    """Stage the ONNX, then the sidecar, then rename both into place (see module docstring)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[Path] = []
+    try:
+        staged.append(stage_bytes(out_dir / MODEL_NAME, onnx_bytes))
+        staged.append(stage_bytes(out_dir / SIDECAR_NAME, sidecar.to_json()))
+        os.replace(staged[0], out_dir / MODEL_NAME)
+        os.replace(staged[1], out_dir / SIDECAR_NAME)
+    finally:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)

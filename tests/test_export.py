@@ -1,0 +1,149 @@
+"""Export: conversion parity, atomic writes, and every refusal of a bad model directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.cli import main
+from edge_runtime.errors import BadModel
+from edge_runtime.model import load_model_dir
+from edge_runtime.preprocess import to_tensor
+from edge_runtime.sidecar import Sidecar
+
+
+def test_exported_model_matches_keras_and_sidecar(untrained_run, untrained_model_dir):
+    from train.model import load_model
+
+    model = load_model_dir(untrained_model_dir)
+    sc = model.sidecar
+    assert sc.parity["images"] >= 256
+    assert sc.parity["max_abs_diff"] <= 1e-4 and sc.parity["verdict_disagreements"] == 0
+    with np.load(untrained_run / "validation.npz") as z:
+        images, scores = z["images"], z["scores"]
+    x = to_tensor(images, sc.input)
+    onnx_emb = model.embed(x)
+    keras_emb = load_model(untrained_run / "embedding.keras").predict(x, verbose=0)
+    assert onnx_emb.shape == (len(images), 128) and onnx_emb.dtype == np.float32
+    assert np.max(np.abs(onnx_emb - keras_emb)) <= 1e-4
+    np.testing.assert_allclose(model.score(onnx_emb), scores, rtol=1e-4, atol=1e-5)
+
+
+def test_sidecar_round_trips_through_its_schema(untrained_model_dir):
+    sc = Sidecar.load(untrained_model_dir / "model.json")
+    again = Sidecar.from_dict(json.loads(sc.to_json()))
+    assert again.to_dict() == sc.to_dict()
+    assert again.input.tensor_shape(3) == (3, 936)
+
+
+def test_export_cli_writes_both_files(untrained_run, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["export", "--run", str(untrained_run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx"]
+    assert "parity: 256 images" in capsys.readouterr().out
+
+
+def test_export_int8_records_its_figures(untrained_run, tmp_path):
+    from export.build import export_run
+
+    result = export_run(untrained_run, tmp_path / "q", quantize="int8", log=lambda *_: None)
+    q = result.sidecar.quantization
+    assert q["type"] == "int8-dynamic" and q["bytes_int8"] < q["bytes_fp32"] / 2
+    load_model_dir(tmp_path / "q")  # whichever was kept, the pair is consistent
+
+
+def test_failure_between_the_two_files_keeps_the_old_pair(
+    untrained_run, untrained_model_dir, tmp_path, monkeypatch
+):
+    import export.build as build
+
+    target = tmp_path / "live"
+    shutil.copytree(untrained_model_dir, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    calls = []
+    real_stage = build.stage_bytes
+
+    def stage_then_fail(path, data):
+        calls.append(path.name)
+        if path.name == "model.json":  # the ONNX is staged, the sidecar write dies
+            raise OSError(28, "No space left on device")
+        return real_stage(path, data)
+
+    monkeypatch.setattr(build, "stage_bytes", stage_then_fail)
+    with pytest.raises(OSError):
+        build.export_run(untrained_run, target, opset=18, log=lambda *_: None)
+    assert calls == ["model.onnx", "model.json"]
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # no temp files either
+    load_model_dir(target)
+
+
+def _corrupt(model_dir: Path, tmp_path: Path, edit) -> Path:
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    d = json.loads((bad / "model.json").read_text())
+    edit(d, bad)
+    (bad / "model.json").write_text(json.dumps(d))
+    return bad
+
+
+def _drop(d, key):
+    del d[key]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d, _: d.update(model_sha256="0" * 64), "does not match model_sha256"),
+        (
+            lambda d, _: d["reference"].update(vector=d["reference"]["vector"][:-1]),
+            "has 127 values",
+        ),
+        (lambda d, _: d["reference"]["vector"].__setitem__(3, float("nan")), "finite numbers"),
+        (lambda d, _: d["threshold"].update(value=float("inf")), "must be finite"),
+        (lambda d, _: _drop(d, "metric"), "missing field 'metric.name'"),
+        (lambda d, _: d.update(schema_version=99), "schema_version 99"),
+        (lambda d, _: d["input"].update(width=30), "input shape"),
+        (lambda d, _: d["metric"].update(name="cosine"), "unknown metric"),
+        (lambda d, _: d["output"].update(dim=64), "output.dim is 64"),
+    ],
+)
+def test_runtime_refuses_a_bad_sidecar(untrained_model_dir, tmp_path, edit, message):
+    bad = _corrupt(untrained_model_dir, tmp_path, edit)
+    with pytest.raises(BadModel, match=message) as e:
+        load_model_dir(bad)
+    assert str(bad) in str(e.value)
+
+
+def test_runtime_refuses_truncated_onnx(untrained_model_dir, tmp_path):
+    from edge_runtime.sidecar import sha256_file
+
+    def truncate(d, bad):
+        onnx = bad / "model.onnx"
+        onnx.write_bytes(onnx.read_bytes()[:5000])
+        d["model_sha256"] = sha256_file(onnx)  # even with a matching hash, it must not load
+
+    bad = _corrupt(untrained_model_dir, tmp_path, truncate)
+    with pytest.raises(BadModel, match="onnxruntime cannot load it"):
+        load_model_dir(bad)
+
+
+def test_runtime_refuses_missing_files(untrained_model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(untrained_model_dir, bad)
+    (bad / "model.onnx").unlink()
+    with pytest.raises(BadModel, match=r"model\.onnx: missing"):
+        load_model_dir(bad)
+    (bad / "model.json").unlink()
+    with pytest.raises(BadModel, match=r"model\.json: missing"):
+        load_model_dir(bad)
+
+
+def test_runtime_refuses_unreadable_json(untrained_model_dir, tmp_path):
+    bad = _corrupt(untrained_model_dir, tmp_path, lambda d, _: None)
+    (bad / "model.json").write_text('{"schema_version": 1,')
+    with pytest.raises(BadModel, match="not readable JSON"):
+        load_model_dir(bad)
