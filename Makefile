@@ -35,8 +35,35 @@ $(DATA)/.complete: $(STAMP)
 
 generate: $(DATA)/.complete
 
-demo: $(DATA)/.complete
-	@echo "demo: generated the default line in $(DATA) (see $(DATA)/preview.png)"
+# Train the twin network on the default line: RUN holds the models, reference, report and plots.
+$(RUN)/reference.json: $(DATA)/.complete
+	$(BIN)/twinspect train --data $(DATA) --out $(RUN)
+
+train: $(RUN)/reference.json
+
+# Ship only the embedding branch: model.onnx + model.json, verified against Keras first.
+$(MODEL)/model.json: $(RUN)/reference.json
+	$(BIN)/twinspect export --run $(RUN) --out $(MODEL)
+
+export: $(MODEL)/model.json
+
+# Judge the recorded line with the edge runtime alone, then score it against its labels.
+replay: $(MODEL)/model.json
+	@mkdir -p results
+	rm -f results/replay.jsonl
+	$(BIN)/twinspect run --model $(MODEL) --source $(DATA)/recording --out results/replay.jsonl
+	$(BIN)/twinspect eval --model $(MODEL) --data $(DATA)/recording --json results/eval-recording.json
+
+eval: $(MODEL)/model.json
+	@mkdir -p results
+	$(BIN)/twinspect eval --model $(MODEL) --data $(DATA) --split test --json results/eval-test.json
+
+bench: $(MODEL)/model.json
+	@mkdir -p results
+	$(BIN)/twinspect bench --model $(MODEL) --data $(DATA)/recording --run $(RUN) --json results/bench.json
+
+demo: replay eval
+	@echo "demo done: data $(DATA), run $(RUN) (report + plots), model $(MODEL), results in results/"
 
 clean:
 	rm -rf data runs models results
