@@ -1,0 +1,87 @@
+"""The twin network pieces: contrastive loss by hand, the distance layer, save/load safe_mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from train.model import (  # noqa: E402
+    ARCHS,
+    EMBEDDING_DIM,
+    ContrastiveLoss,
+    EuclideanDistance,
+    build_embedding,
+    build_twin,
+    input_spec,
+    load_model,
+)
+
+
+def test_contrastive_loss_matches_hand_computed_values():
+    # y = 0 (same kind): (1 − y)/2 · d²;  y = 1 (different): y/2 · max(0, 1 − d)²
+    d = np.array([[0.5], [0.5], [1.5], [0.2], [0.0]], np.float32)
+    y = np.array([0, 1, 1, 0, 1], np.float32)
+    per_pair = [0.5 * 0.25, 0.5 * 0.25, 0.0, 0.5 * 0.04, 0.5 * 1.0]
+    loss = ContrastiveLoss(margin=1.0, reduction=None)
+    got = np.asarray(loss(y, d)).ravel()
+    assert np.allclose(got, per_pair, atol=1e-7)
+    mean = float(ContrastiveLoss()(y, d))
+    assert mean == pytest.approx(np.mean(per_pair), abs=1e-7)
+    assert float(ContrastiveLoss()(y.reshape(-1, 1), d)) == pytest.approx(mean, abs=1e-7)
+
+
+def test_contrastive_loss_margin_is_configurable_and_serialised():
+    loss = ContrastiveLoss(margin=2.0, reduction=None)
+    got = np.asarray(loss(np.array([1.0], np.float32), np.array([[0.5]], np.float32)))
+    assert got.ravel()[0] == pytest.approx(0.5 * 1.5**2)
+    assert ContrastiveLoss.from_config(loss.get_config()).margin == 2.0
+
+
+def test_euclidean_distance_is_epsilon_guarded():
+    a = np.array([[3.0, 4.0], [1.0, 1.0]], np.float32)
+    b = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    layer = EuclideanDistance()
+    d = np.asarray(layer([a, b])).ravel()
+    assert d[0] == pytest.approx(5.0)
+    assert d[1] == pytest.approx(np.sqrt(1e-7), rel=1e-3)  # floored, not 0
+    import tensorflow as tf
+
+    ta, tb = tf.Variable(b), tf.constant(b)
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(layer([ta, tb]))
+    assert np.all(np.isfinite(tape.gradient(out, ta).numpy()))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_embedding_shapes_and_reference_mlp(arch):
+    spec = input_spec(arch)
+    emb = build_embedding(arch, spec, seed=0)
+    assert emb.inputs[0].name.startswith("image") or emb.input_names == ["image"]
+    assert emb.get_layer("embedding").units == EMBEDDING_DIM
+    x = np.zeros((2, *spec.tensor_shape()[1:]), np.float32)
+    assert emb.predict(x, verbose=0).shape == (2, EMBEDDING_DIM)
+    if arch == "mlp":
+        dense = [layer for layer in emb.layers if isinstance(layer, keras.layers.Dense)]
+        assert [d.units for d in dense] == [512, 256, 128]
+        assert [d.activation.__name__ for d in dense] == ["relu", "relu", "linear"]
+        assert spec.tensor_shape() == (None, 936)
+
+
+def test_twin_saves_and_loads_with_safe_mode(tmp_path):
+    spec = input_spec("mlp")
+    twin = build_twin(build_embedding("mlp", spec, seed=1))
+    twin.compile(optimizer="sgd", loss=ContrastiveLoss())
+    rng = np.random.default_rng(0)
+    a, b = rng.random((4, 936), np.float32), rng.random((4, 936), np.float32)
+    expected = twin.predict([a, b], verbose=0)
+    path = tmp_path / "twin.keras"
+    twin.save(path)
+    config = path.read_bytes()
+    assert b"Lambda" not in config
+    loaded = load_model(path)  # safe_mode=True, no custom_objects
+    assert any(isinstance(layer, EuclideanDistance) for layer in loaded.layers)
+    assert np.allclose(loaded.predict([a, b], verbose=0), expected, atol=1e-6)
+    again = keras.saving.load_model(path, safe_mode=True)
+    assert np.allclose(again.predict([a, b], verbose=0), expected, atol=1e-6)
