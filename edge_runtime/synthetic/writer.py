@@ -1,0 +1,361 @@
+"""Generate a whole synthetic line: dataset splits, the camera recording, manifest and preview.
+
+Every image has its own random stream, seeded by (seed, split, index), so the output does not
+depend on the number of worker processes: the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import BadInput, MissingExtra
+from edge_runtime.synthetic import recording as rec
+from edge_runtime.synthetic.baseline import template_auroc
+from edge_runtime.synthetic.defects import DEFECT_LABELS, GOOD, LABEL_NAMES, sample_defect
+from edge_runtime.synthetic.render import render_still, sample_nuisance
+
+GENERATOR_VERSION = "1.0"
+SPLIT_CODES = {"train": 0, "test": 1, "recording": 2, "flip": 3}
+PARALLEL_MIN = 600  # below this many images a worker pool costs more than it saves
+
+
+@dataclass(frozen=True)
+class Config:
+    out: Path
+    seed: int = 0
+    n_train: int = 3600
+    n_test: int = 1200
+    n_frames: int = 300
+    defect_rate: float = 0.33
+    difficulty: float = 1.0
+    format: str = "folder"
+    flip_labels: float = 0.0
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+
+    def check(self) -> None:
+        if self.n_train < 0 or self.n_test < 0 or self.n_frames < 0:
+            raise BadInput("--n-train, --n-test and --n-frames must be ≥ 0")
+        if not 0.0 <= self.defect_rate <= 1.0:
+            raise BadInput(f"--defect-rate must be in [0, 1], got {self.defect_rate}")
+        if not 0.0 <= self.flip_labels <= 1.0:
+            raise BadInput(f"--flip-labels must be in [0, 1], got {self.flip_labels}")
+        if self.difficulty < 0:
+            raise BadInput(f"--difficulty must be ≥ 0, got {self.difficulty}")
+        if self.format not in ("folder", "parquet"):
+            raise BadInput(f"--format must be folder or parquet, got {self.format!r}")
+
+
+def split_labels(seed: int, split: str, n: int, defect_rate: float) -> list[str]:
+    """round(n · rate) defects, the five types in turn (as even as possible), shuffled."""
+    n_def = round(n * defect_rate)
+    labels = [DEFECT_LABELS[i % len(DEFECT_LABELS)] for i in range(n_def)]
+    labels += [GOOD] * (n - n_def)
+    order = np.random.default_rng([seed, SPLIT_CODES[split], 1]).permutation(n)
+    return [labels[i] for i in order]
+
+
+def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_CODES[split], 2, index])
+
+
+def _render_stills(args: tuple[int, str, float, list[tuple[int, str]]]) -> np.ndarray:
+    seed, split, difficulty, items = args
+    out = np.empty((len(items), 26, 36), np.uint8)
+    for k, (i, label) in enumerate(items):
+        rng = _image_rng(seed, split, i)
+        nz = sample_nuisance(rng, difficulty)
+        out[k] = render_still(nz, sample_defect(rng, label), rng)
+    return out
+
+
+def _render_frames(args: tuple[int, float, int, list[tuple[int, str]]]) -> np.ndarray:
+    seed, difficulty, n_frames, items = args
+    phase = float(np.random.default_rng([seed, SPLIT_CODES["recording"], 1]).uniform(0, 6.28))
+    out = np.empty((len(items), rec.FRAME_H, rec.FRAME_W), np.uint8)
+    for k, (i, label) in enumerate(items):
+        rng = _image_rng(seed, "recording", i)
+        nz = sample_nuisance(rng, difficulty)
+        out[k] = rec.render_frame(
+            nz, sample_defect(rng, label), rng, i, n_frames, difficulty, phase
+        )
+    return out
+
+
+def _map(fn, jobs: list, workers: int) -> list[np.ndarray]:
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, jobs))
+
+
+def _chunks(items: list, n_chunks: int) -> list[list]:
+    size = max(1, math.ceil(len(items) / max(n_chunks, 1)))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def render_split(
+    seed: int, split: str, labels: list[str], difficulty: float = 1.0, workers: int = 1
+) -> np.ndarray:
+    """uint8 N×26×36 images of one split, label i for image i."""
+    items = list(enumerate(labels))
+    if not items:
+        return np.empty((0, 26, 36), np.uint8)
+    w = workers if len(items) >= PARALLEL_MIN else 1
+    jobs = [(seed, split, difficulty, c) for c in _chunks(items, 4 * w)]
+    return np.concatenate(_map(_render_stills, jobs, w))
+
+
+def render_recording(
+    seed: int, labels: list[str], difficulty: float = 1.0, workers: int = 1
+) -> np.ndarray:
+    items = list(enumerate(labels))
+    if not items:
+        return np.empty((0, rec.FRAME_H, rec.FRAME_W), np.uint8)
+    w = workers if len(items) >= PARALLEL_MIN // 10 else 1
+    jobs = [(seed, difficulty, len(labels), c) for c in _chunks(items, 4 * w)]
+    return np.concatenate(_map(_render_frames, jobs, w))
+
+
+def flip_train_labels(seed: int, labels: list[str], fraction: float) -> tuple[list[str], list[int]]:
+    """Swap good↔defect on round(fraction · N) training labels (a good part gets a random defect
+    label). Returns the written labels and the flipped indices (sorted)."""
+    n = len(labels)
+    k = round(n * fraction)
+    if k == 0:
+        return list(labels), []
+    rng = np.random.default_rng([seed, SPLIT_CODES["flip"]])
+    idx = sorted(int(i) for i in rng.choice(n, size=k, replace=False))
+    written = list(labels)
+    for i in idx:
+        written[i] = str(rng.choice(DEFECT_LABELS)) if labels[i] == GOOD else GOOD
+    return written, idx
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise BadInput("could not encode a PNG image")
+    return buf.tobytes()
+
+
+def image_relpath(split: str, label: str, index: int) -> str:
+    return f"{split}/{label}/{index:06d}.png"
+
+
+def write_folder(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
+    """OUT/<split>/<label>/<NNNNNN>.png; returns the relative paths."""
+    paths = []
+    for label in sorted(set(labels)):
+        (out / split / label).mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        rel = image_relpath(split, label, i)
+        (out / rel).write_bytes(png_bytes(img))
+        paths.append(rel)
+    return paths
+
+
+def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
+    """OUT/<split>.parquet in the Hugging Face image-dataset schema:
+    dirname (string), label (string), image (struct<bytes: binary, path: string>)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtra("parquet output", "parquet") from None
+    rels = [image_relpath(split, lab, i) for i, lab in enumerate(labels)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "dirname": pa.array([split] * len(labels), pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "image": pa.array(
+                [
+                    {"bytes": png_bytes(img), "path": rel}
+                    for img, rel in zip(images, rels, strict=True)
+                ],
+                image_type,
+            ),
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / f"{split}.parquet", compression="zstd")
+    return [f"{split}.parquet#{i}" for i in range(len(labels))]
+
+
+def write_recording(out: Path, frames: np.ndarray, labels: list[str]) -> None:
+    """OUT/recording/{line.avi, frames/NNNNNN.png, roi.json, labels.csv}."""
+    d = out / "recording"
+    (d / "frames").mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        (d / "frames" / f"{i:06d}.png").write_bytes(png_bytes(f))
+    (d / "roi.json").write_text(json.dumps(rec.ROI.to_dict()) + "\n")
+    with open(d / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["frame", "label"])
+        w.writerows([i, lab] for i, lab in enumerate(labels))
+    if len(frames):
+        writer = cv2.VideoWriter(
+            str(d / "line.avi"),
+            cv2.VideoWriter_fourcc(*"MJPG"),
+            rec.FPS,
+            (rec.FRAME_W, rec.FRAME_H),
+        )
+        if not writer.isOpened():
+            raise BadInput(f"OpenCV cannot write MJPG video to {d / 'line.avi'}")
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+        writer.release()
+
+
+def contact_sheet(
+    images: np.ndarray, labels: list[str], frames: np.ndarray, per_row: int = 10, zoom: int = 4
+) -> np.ndarray:
+    """A row per label (name written, `per_row` samples at `zoom`× nearest), then a few recorded
+    frames with the ROI drawn. BGR uint8."""
+    name_w, gap = 170, 4
+    tile_h, tile_w = 26 * zoom, 36 * zoom
+    width = name_w + per_row * (tile_w + gap)
+    rows = []
+    labels_arr = np.asarray(labels)
+    for lab in LABEL_NAMES:
+        row = np.full((tile_h + gap, width, 3), 32, np.uint8)
+        cv2.putText(
+            row, f"{lab}: {LABEL_NAMES[lab]}", (6, tile_h // 2 + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+            (255, 255, 255), 1, cv2.LINE_AA,
+        )  # fmt: skip
+        idx = np.flatnonzero(labels_arr == lab)[:per_row]
+        for k, i in enumerate(idx):
+            tile = cv2.resize(images[i], (tile_w, tile_h), interpolation=cv2.INTER_NEAREST)
+            x = name_w + k * (tile_w + gap)
+            row[:tile_h, x : x + tile_w] = tile[:, :, None]
+        rows.append(row)
+    if len(frames):
+        fr_row = np.full((rec.FRAME_H + 24, width, 3), 32, np.uint8)
+        cv2.putText(
+            fr_row, "recorded frames (ROI in green)", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+            (255, 255, 255), 1, cv2.LINE_AA,
+        )  # fmt: skip
+        x = 0
+        for f in frames[: max(1, width // (rec.FRAME_W + gap))]:
+            bgr = cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
+            r = rec.ROI
+            cv2.rectangle(bgr, (r.x - 1, r.y - 1), (r.x + r.w, r.y + r.h), (0, 200, 0), 1)
+            fr_row[24:, x : x + rec.FRAME_W] = bgr
+            x += rec.FRAME_W + gap
+        rows.append(fr_row)
+    return np.vstack(rows)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def generate(cfg: Config) -> dict:
+    """Write the whole line under cfg.out; returns the manifest."""
+    cfg.check()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write = write_folder if cfg.format == "folder" else write_parquet
+    if cfg.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise MissingExtra("parquet output", "parquet") from None
+    t_all = time.perf_counter()
+    manifest: dict = {
+        "generator": "twinspect.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "seed": cfg.seed,
+        "difficulty": cfg.difficulty,
+        "defect_rate": cfg.defect_rate,
+        "flip_labels": cfg.flip_labels,
+        "format": cfg.format,
+        "image_size": {"height": 26, "width": 36},
+        "label_names": LABEL_NAMES,
+        "counts": {},
+    }
+    data: dict[str, tuple[np.ndarray, list[str]]] = {}
+    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+        t0 = time.perf_counter()
+        labels = split_labels(cfg.seed, split, n, cfg.defect_rate)
+        images = render_split(cfg.seed, split, labels, cfg.difficulty, cfg.workers)
+        written = labels
+        if split == "train" and cfg.flip_labels > 0:
+            written, flipped = flip_train_labels(cfg.seed, labels, cfg.flip_labels)
+            manifest["true_counts_train"] = dict(sorted(Counter(labels).items()))
+        paths = write(out, split, images, written)
+        if split == "train" and cfg.flip_labels > 0:
+            with open(out / "flipped.csv", "w", newline="") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                w.writerow(["path", "true_label", "written_label"])
+                w.writerows([paths[i], labels[i], written[i]] for i in flipped)
+            manifest["flipped"] = len(flipped)
+        data[split] = (images, written)
+        manifest["counts"][split] = dict(sorted(Counter(written).items()))
+        _log(f"{split}: {n} images … done in {time.perf_counter() - t0:.1f} s")
+
+    t0 = time.perf_counter()
+    rec_labels = split_labels(cfg.seed, "recording", cfg.n_frames, cfg.defect_rate)
+    frames = render_recording(cfg.seed, rec_labels, cfg.difficulty, cfg.workers)
+    write_recording(out, frames, rec_labels)
+    manifest["counts"]["recording"] = dict(sorted(Counter(rec_labels).items()))
+    manifest["recording"] = {
+        "frame_size": {"width": rec.FRAME_W, "height": rec.FRAME_H},
+        "roi": rec.ROI.to_dict(),
+        "fps": rec.FPS,
+    }
+    _log(f"recording: {cfg.n_frames} frames … done in {time.perf_counter() - t0:.1f} s")
+
+    if cfg.n_train and cfg.n_test:
+        res = template_auroc(*data["train"], *data["test"])
+        manifest["template_baseline_auroc"] = {k: round(v, 4) for k, v in res.items()}
+    sheet_src = data["test"] if cfg.n_test else data["train"]
+    cv2.imwrite(str(out / "preview.png"), contact_sheet(*sheet_src, frames))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest["seconds"] = round(time.perf_counter() - t_all, 2)
+    return manifest
+
+
+def summary(cfg: Config, manifest: dict) -> str:
+    buf = io.StringIO()
+    c = manifest["counts"]
+
+    def fmt(split: str) -> str:
+        counts = c.get(split, {})
+        n = sum(counts.values())
+        bad = n - counts.get(GOOD, 0)
+        return f"{n} ({bad} defective)"
+
+    where = (
+        f"{cfg.out}/train/ {cfg.out}/test/"
+        if cfg.format == "folder"
+        else f"{cfg.out}/train.parquet {cfg.out}/test.parquet"
+    )
+    print(
+        f"generated in {manifest['seconds']:.1f} s (seed {cfg.seed}, difficulty {cfg.difficulty}):",
+        file=buf,
+    )
+    print(f"  train {fmt('train')}, test {fmt('test')}  → {where}", file=buf)
+    print(f"  recording {fmt('recording')} frames → {cfg.out}/recording/", file=buf)
+    if manifest.get("flipped"):
+        print(f"  {manifest['flipped']} train labels flipped → {cfg.out}/flipped.csv", file=buf)
+    if "template_baseline_auroc" in manifest:
+        print(
+            f"  naive template baseline AUROC {manifest['template_baseline_auroc']['all']:.3f}",
+            file=buf,
+        )
+    print(f"  preview: {cfg.out}/preview.png   manifest: {cfg.out}/manifest.json", file=buf)
+    return buf.getvalue().rstrip("\n")
