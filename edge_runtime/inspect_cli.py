@@ -1,0 +1,273 @@
+"""`twinspect run` and `twinspect eval`: thin argument parsing over `runner` and the runtime.
+
+Imports only the edge runtime (numpy, OpenCV, onnxruntime, scipy) — never train/ or export/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from edge_runtime.errors import BadInput
+from edge_runtime.preprocess import Roi
+from edge_runtime.verbs import Verb
+
+
+def _roi(text: str) -> Roi:
+    try:
+        return Roi.parse(text)
+    except BadInput as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {v}")
+    return v
+
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return v
+
+
+def add_session_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", type=_positive_int, default=1,
+        help="onnxruntime intra-op threads (default 1: measured best for single parts)",
+    )  # fmt: skip
+    p.add_argument(
+        "--spin", action="store_true",
+        help="let idle onnxruntime threads spin (burns a core; off by default)",
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- run
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, type=Path, help="model directory (model.onnx + model.json)"
+    )
+    p.add_argument(
+        "--source", required=True,
+        help="camera index (0), video file, image folder, glob ('frames/*.png'), rtsp/http URL, "
+        "or a recording folder from 'twinspect generate'",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="results file (default: stdout); one record per frame")
+    p.add_argument("--csv", action="store_true", help="write CSV instead of JSON lines")
+    p.add_argument(
+        "--roi",
+        type=_roi,
+        help="region of interest x,y,w,h (default: recording's roi.json, else the sidecar's)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_finite,
+        help="override the sidecar's threshold (recorded in each record)",
+    )
+    p.add_argument(
+        "--batch", type=_positive_int, default=1, help="offline sources: embed N frames at a time"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue --out: skip frames it already holds"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--save-ng", type=Path, metavar="DIR", help="save each NG crop and annotated frame here"
+    )
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="live window with the overlay (needs an OpenCV GUI build)",
+    )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="play a video file like a camera (grab thread, reconnect)",
+    )
+    p.add_argument(
+        "--max-reconnects", type=int, default=10,
+        help="reconnect attempts per camera outage before giving up with exit 1 (default 10)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reconnect-wait", type=float, default=0.5, metavar="S",
+        help="first reconnect wait in seconds, doubling up to 10 s (default 0.5)",
+    )  # fmt: skip
+    p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
+    p.add_argument(
+        "--fps", type=float, help="offline sources: pace frames at this rate, like the line"
+    )
+    add_session_arguments(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_runtime.runner import RunConfig, run
+
+    if args.max_reconnects < 0:
+        raise BadInput(f"--max-reconnects must be ≥ 0, got {args.max_reconnects}")
+    cfg = RunConfig(
+        model_dir=args.model,
+        source=args.source,
+        out=args.out,
+        fmt="csv" if args.csv else "jsonl",
+        roi=args.roi,
+        threshold=args.threshold,
+        batch=args.batch,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        save_ng=args.save_ng,
+        show=args.show,
+        threads=args.threads,
+        spin=args.spin,
+        live=args.live,
+        max_reconnects=args.max_reconnects,
+        reconnect_wait_s=args.reconnect_wait,
+        max_frames=args.max_frames,
+        fps=args.fps,
+    )
+    run(cfg)
+    return 0
+
+
+RUN = Verb(
+    name="run",
+    help="Inspect parts on the line: one OK/NG record per frame (edge runtime only).",
+    add_arguments=_run_arguments,
+    run=_run,
+    epilog="""examples:
+  twinspect run --model models/default --source data/line/recording --out results.jsonl
+  twinspect run --model models/default --source 0 --save-ng ng/ --out shift.jsonl
+  twinspect run --model models/default --source 'rtsp://cam1/stream' --csv --out shift.csv
+  twinspect run --model models/default --source shift.avi --batch 64 --out replay.jsonl
+  twinspect run --model models/default --source 0 --out shift.jsonl --resume
+
+exit codes: 0 done (also after SIGINT/SIGTERM), 1 camera lost beyond --max-reconnects,
+            2 bad arguments, source or model""",
+)
+
+
+# ---------------------------------------------------------------------------------------- eval
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, type=Path, help="model directory (model.onnx + model.json)"
+    )
+    p.add_argument(
+        "--data", required=True, help="folder dataset, parquet file, or recording with labels.csv"
+    )
+    p.add_argument("--split", help="dataset split to score, e.g. test")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    p.add_argument("--roi", type=_roi, help="crop x,y,w,h (default: a recording's roi.json)")
+    p.add_argument("--threshold", type=_finite, help="override the sidecar's threshold")
+    p.add_argument(
+        "--batch", type=_positive_int, default=256, help="embedding batch size (default 256)"
+    )
+    add_session_arguments(p)
+
+
+def evaluate(
+    model_dir: Path,
+    data: str,
+    split: str | None = None,
+    roi: Roi | None = None,
+    threshold: float | None = None,
+    batch: int = 256,
+    threads: int = 1,
+    spin: bool = False,
+) -> dict:
+    """Score a labeled source with the runtime alone and return the figures."""
+    from edge_runtime.datasets import load_labeled
+    from edge_runtime.evaluation import report
+    from edge_runtime.inspector import Inspector
+    from edge_runtime.model import SessionOptions, load_model_dir
+
+    model = load_model_dir(model_dir, SessionOptions(threads, spin))
+    ds = load_labeled(data, split=split, spec=model.spec, roi=roi)
+    inspector = Inspector(model, None, threshold, max_batch=batch)
+    scores = inspector.score_patches(ds.images)
+    figures = report(scores, ds.labels, inspector.threshold)
+    names = model.sidecar.labels
+    for label, d in figures["per_label"].items():
+        d["name"] = names.get(label, label)
+    return {
+        "model": str(model_dir),
+        "data": ds.source,
+        "split": split,
+        "threshold_from": inspector.threshold_from,
+        "skipped": [{"path": p, "reason": r} for p, r in ds.skipped],
+        **figures,
+    }
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v != v else f"{v:.4f}"  # NaN: one class only
+
+
+def format_figures(f: dict) -> str:
+    lines = [
+        f"twinspect eval: {f['data']} — {f['n']} images ({f['n_good']} good, "
+        f"{f['n_defect']} defect), threshold {f['threshold']:.6g} ({f['threshold_from']})",
+        f"  AUROC {_fmt(f['auroc'])}  accuracy {_fmt(f['accuracy'])}  F1 {_fmt(f['f1'])}  "
+        f"escape rate {_fmt(f['escape_rate'])}  overkill rate {_fmt(f['overkill_rate'])}",
+        f"  confusion: defects caught (TP) {f['tp']}, escaped (FN) {f['fn']}, "
+        f"good rejected (FP) {f['fp']}, good passed (TN) {f['tn']}",
+    ]
+    if f["per_label"]:
+        lines.append("  per defect label        n    AUROC   escape")
+        for label, d in f["per_label"].items():
+            name = f"{label} ({d['name']})" if d["name"] != label else label
+            lines.append(
+                f"    {name:<18} {d['n']:>6} {_fmt(d['auroc']):>8} {_fmt(d['escape_rate']):>8}"
+            )
+    if f["skipped"]:
+        first = f["skipped"][0]
+        lines.append(
+            f"  skipped {len(f['skipped'])} unreadable images "
+            f"(first: {first['path']}: {first['reason']})"
+        )
+    return "\n".join(lines)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    figures = evaluate(
+        args.model,
+        args.data,
+        args.split,
+        args.roi,
+        args.threshold,
+        args.batch,
+        args.threads,
+        args.spin,
+    )
+    print(format_figures(figures))
+    if args.json:
+        from edge_runtime.sidecar import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(args.json, json.dumps(figures, indent=1).encode())
+        except OSError as e:
+            raise BadInput(f"--json {args.json}: cannot write ({e.strerror or e})") from None
+        print(f"  figures written to {args.json}", file=sys.stderr)
+    return 0
+
+
+EVAL = Verb(
+    name="eval",
+    help="Score a labeled source with the edge runtime: AUROC, accuracy, F1, escape/overkill.",
+    add_arguments=_eval_arguments,
+    run=_eval,
+    epilog="""examples:
+  twinspect eval --model models/default --data data/line --split test --json eval-test.json
+  twinspect eval --model models/default --data data/line/recording
+  twinspect eval --model models/default --data parts.parquet""",
+)

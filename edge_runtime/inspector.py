@@ -1,0 +1,173 @@
+"""The per-frame pipeline: preprocess → embed → score → verdict, with per-stage timing.
+
+Built for single-part latency on a small CPU: the model input and output buffers are allocated
+once and bound to the onnxruntime session through IOBinding (measured ~3 µs faster per call than
+`session.run`, which allocates its output every time), preprocessing writes into the bound input
+buffer, and scoring is the one shared scoring function. Offline sources can judge frames in
+batches for throughput with the same buffers.
+
+A frame that cannot be judged — wrong size for the ROI, blank (near-constant), not an image —
+gives an ERROR verdict with the reason instead of an exception, so the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import perf_counter_ns
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import BadInput, TwinspectError
+from edge_runtime.model import EmbeddingModel
+from edge_runtime.preprocess import Roi, prepare, to_tensor
+
+BLANK_STD = 1.0  # gray levels: a part always has more contrast than this; a capped lens does not
+
+
+@dataclass(slots=True)
+class Judgement:
+    """One frame's result. score is None exactly when verdict is ERROR."""
+
+    verdict: str  # "OK", "NG" or "ERROR"
+    score: float | None
+    score_norm: float | None  # score / (2·threshold), clipped to [0, 1]: threshold ↦ 0.5
+    reason: str | None
+    pre_ns: int
+    embed_ns: int = 0
+    score_ns: int = 0
+    batch: int = 1
+
+    @property
+    def total_ns(self) -> int:
+        return self.pre_ns + self.embed_ns + self.score_ns
+
+
+def normalize(score: float, threshold: float) -> float:
+    """Map the threshold to 0.5 so one display scale fits every model."""
+    if threshold <= 0:
+        return 1.0 if score > threshold else 0.0
+    return min(1.0, max(0.0, score / (2.0 * threshold)))
+
+
+class Inspector:
+    """Judge frames OK/NG against the model's reference, threshold and input spec."""
+
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        roi: Roi | None = None,
+        threshold: float | None = None,
+        max_batch: int = 1,
+        blank_std: float = BLANK_STD,
+    ) -> None:
+        if max_batch < 1:
+            raise BadInput(f"--batch must be ≥ 1, got {max_batch}")
+        self.model = model
+        self.spec = model.spec
+        self.roi = roi
+        self.threshold = float(model.sidecar.threshold.value if threshold is None else threshold)
+        self.threshold_from = "sidecar" if threshold is None else "cli"
+        self.blank_std = blank_std
+        self.max_batch = max_batch
+        self._x = np.zeros(self.spec.tensor_shape(max_batch), dtype=np.float32)
+        self._emb = np.zeros((max_batch, model.sidecar.embedding_dim), dtype=np.float32)
+        self._bindings: dict[int, object] = {}
+
+    # ------------------------------------------------------------------ stages
+    def _binding(self, n: int):
+        """An IOBinding of the first n rows of the preallocated buffers (made once per n)."""
+        io = self._bindings.get(n)
+        if io is None:
+            import onnxruntime as ort
+
+            sess = self.model.session
+            io = sess.io_binding()
+            sc = self.model.sidecar
+            io.bind_ortvalue_input(sc.input_name, ort.OrtValue.ortvalue_from_numpy(self._x[:n]))
+            io.bind_ortvalue_output(sc.output_name, ort.OrtValue.ortvalue_from_numpy(self._emb[:n]))
+            self._bindings[n] = io
+        return io
+
+    def _embed(self, n: int) -> np.ndarray:
+        """Embed rows [0, n) of the input buffer into rows [0, n) of the output buffer."""
+        self.model.session.run_with_iobinding(self._binding(n))
+        return self._emb[:n]
+
+    def patch(self, image: np.ndarray) -> np.ndarray:
+        """The one preprocessing path, plus the blank check; raises BadInput with the reason."""
+        p = prepare(image, self.spec, self.roi)
+        if self.blank_std > 0:
+            std = float(cv2.meanStdDev(p)[1][0, 0])
+            if std < self.blank_std:
+                raise BadInput(f"blank frame (gray std {std:.2f} < {self.blank_std:g} in the ROI)")
+        return p
+
+    def _into(self, i: int, image: np.ndarray | None) -> Judgement | None:
+        """Preprocess into input row i; an ERROR judgement if the frame cannot be judged."""
+        t0 = perf_counter_ns()
+        if image is None:
+            return Judgement("ERROR", None, None, "no image", perf_counter_ns() - t0)
+        try:
+            to_tensor(self.patch(image), self.spec, out=self._x[i : i + 1])
+        except TwinspectError as e:
+            return Judgement("ERROR", None, None, str(e), perf_counter_ns() - t0)
+        except cv2.error as e:  # e.g. a frame OpenCV cannot convert
+            reason = str(e).strip().splitlines()[-1]
+            return Judgement("ERROR", None, None, f"OpenCV: {reason}", perf_counter_ns() - t0)
+        return Judgement("OK", None, None, None, perf_counter_ns() - t0)
+
+    def _verdict(self, j: Judgement, score: float) -> None:
+        j.score = float(score)
+        j.score_norm = normalize(j.score, self.threshold)
+        j.verdict = "NG" if j.score > self.threshold else "OK"
+
+    # ------------------------------------------------------------------ public
+    def inspect(self, image: np.ndarray | None) -> Judgement:
+        """One frame, batch of one: the latency path."""
+        j = self._into(0, image)
+        if j.verdict == "ERROR":
+            return j
+        t1 = perf_counter_ns()
+        emb = self._embed(1)
+        t2 = perf_counter_ns()
+        score = self.model.score(emb)[0]
+        t3 = perf_counter_ns()
+        j.embed_ns, j.score_ns = t2 - t1, t3 - t2
+        self._verdict(j, score)
+        return j
+
+    def inspect_many(self, images: list[np.ndarray | None]) -> list[Judgement]:
+        """Frames judged up to max_batch at a time; embed/score time is shared out per frame."""
+        out: list[Judgement] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start : start + self.max_batch]
+            js: list[Judgement] = []
+            rows: list[Judgement] = []
+            for image in chunk:
+                j = self._into(len(rows), image)
+                js.append(j)
+                if j.verdict != "ERROR":
+                    rows.append(j)
+            if rows:
+                n = len(rows)
+                t1 = perf_counter_ns()
+                emb = self._embed(n)
+                t2 = perf_counter_ns()
+                scores = self.model.score(emb)
+                t3 = perf_counter_ns()
+                for j, s in zip(rows, scores, strict=True):
+                    j.embed_ns, j.score_ns, j.batch = (t2 - t1) // n, (t3 - t2) // n, n
+                    self._verdict(j, s)
+            out.extend(js)
+        return out
+
+    def score_patches(self, patches: np.ndarray) -> np.ndarray:
+        """Scores of already-prepared uint8 N×H×W patches (labeled data), in max_batch chunks."""
+        scores = np.empty(len(patches), dtype=np.float64)
+        for start in range(0, len(patches), self.max_batch):
+            chunk = patches[start : start + self.max_batch]
+            n = len(chunk)
+            to_tensor(chunk, self.spec, out=self._x[:n])
+            scores[start : start + n] = self.model.score(self._embed(n))
+        return scores

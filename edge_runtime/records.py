@@ -1,0 +1,189 @@
+"""Result records: one per frame (and one per camera outage), written and flushed as decided.
+
+JSONL by default (one object per line), CSV on request. Each record is written with a single
+write() and flushed, so after a kill -9 every earlier record is on disk and at most the line being
+written is torn. `--resume` reads what an earlier run recorded, cuts a torn last line, and skips
+those frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from edge_runtime.errors import BadInput
+from edge_runtime.inspector import Judgement
+from edge_runtime.sources import Frame, Outage
+
+CSV_FIELDS = [
+    "event",
+    "frame",
+    "source",
+    "ts",
+    "t_mono",
+    "verdict",
+    "score",
+    "score_norm",
+    "reason",
+    "threshold",
+    "threshold_from",
+    "preprocess_us",
+    "embed_us",
+    "score_us",
+    "total_us",
+    "batch",
+    "saved_crop",
+    "saved_frame",
+    "save_error",
+    "end_ts",
+    "end_mono",
+    "seconds",
+    "frames_missed",
+    "reconnect_attempts",
+    "recovered",
+]
+
+
+def _us(ns: int) -> float:
+    return round(ns / 1000.0, 1)
+
+
+def frame_record(
+    frame: Frame, j: Judgement, threshold: float, threshold_from: str, saved: dict | None = None
+) -> dict:
+    """The JSON object of one judged frame."""
+    rec = {
+        "event": "frame",
+        "frame": frame.index,
+        "source": frame.name,
+        "ts": round(frame.ts, 6),
+        "t_mono": round(frame.t_mono, 6),
+        "verdict": j.verdict,
+        "score": j.score,
+        "score_norm": j.score_norm,
+        "reason": j.reason,
+        "threshold": threshold,
+        "threshold_from": threshold_from,
+        "latency_us": {
+            "preprocess": _us(j.pre_ns),
+            "embed": _us(j.embed_ns),
+            "score": _us(j.score_ns),
+            "total": _us(j.total_ns),
+        },
+        "batch": j.batch,
+    }
+    if saved:
+        rec.update(saved)
+    return rec
+
+
+def outage_record(source: str, o: Outage) -> dict:
+    return {
+        "event": "outage",
+        "source": source,
+        "ts": round(o.start_ts, 6),
+        "t_mono": round(o.start_mono, 6),
+        "end_ts": round(o.end_ts, 6),
+        "end_mono": round(o.end_mono, 6),
+        "seconds": round(o.end_mono - o.start_mono, 3),
+        "frames_missed": o.frames_missed,
+        "reconnect_attempts": o.attempts,
+        "recovered": o.recovered,
+        "reason": o.reason,
+    }
+
+
+def _csv_row(rec: dict) -> dict:
+    row = {k: v for k, v in rec.items() if k in CSV_FIELDS}
+    for stage, us in rec.get("latency_us", {}).items():
+        row[f"{stage}_us"] = us
+    return row
+
+
+class RecordWriter:
+    """Writes records to a file (or stdout), one flushed write per record."""
+
+    def __init__(self, path: Path | None, fmt: str = "jsonl", append: bool = False) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.count = 0
+        if path is None:
+            self._f: IO[str] = sys.stdout
+            self._own = False
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._f = open(path, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
+            except OSError as e:
+                raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
+            self._own = True
+        fresh = path is None or not append or path.stat().st_size == 0
+        if fmt == "csv" and fresh:
+            self._write(",".join(CSV_FIELDS) + "\r\n")
+
+    def _write(self, text: str) -> None:
+        self._f.write(text)
+        self._f.flush()
+
+    def write(self, rec: dict) -> None:
+        if self.fmt == "csv":
+            buf = io.StringIO()
+            csv.DictWriter(buf, CSV_FIELDS).writerow(_csv_row(rec))
+            self._write(buf.getvalue())
+        else:
+            self._write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._own:
+            self._f.close()
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Truncate a last line without its newline (a write cut by kill -9); bytes removed."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        back = min(size, 1 << 20)
+        f.seek(size - back)
+        tail = f.read(back)
+        keep = size - back + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return size - keep
+
+
+def recorded_frames(path: Path, fmt: str = "jsonl") -> tuple[frozenset[int], int]:
+    """Frame indices already recorded in `path`, and how many torn bytes were cut off its end.
+
+    A line that does not parse (only ever the last one, after a kill -9) is not counted, so that
+    frame is judged again.
+    """
+    if not path.exists():
+        return frozenset(), 0
+    cut = _cut_torn_tail(path)
+    done: set[int] = set()
+    with open(path, encoding="utf-8", newline="") as f:
+        if fmt == "csv":
+            for row in csv.DictReader(f):
+                if row.get("event") == "frame" and (row.get("frame") or "").isdigit():
+                    done.add(int(row["frame"]))
+        else:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("frame"), int):
+                    done.add(rec["frame"])
+    return frozenset(done), cut

@@ -1,0 +1,467 @@
+"""Frame sources, named the way other vision tools name them: a camera index (`0`), a video file,
+a folder of images (sorted by name), a glob pattern, a stream URL (rtsp/http), or a recording folder
+made by `twinspect generate` (its frames, with its `roi.json` as the default region of interest).
+
+Every source yields `Frame`s (or `Outage`s for a live camera that dropped out). A frame that cannot
+be read or decoded is still yielded, with `error` set, so the run records it instead of losing it.
+Offline sources (files, folders) are read sequentially — no CAP_PROP_POS_FRAMES seeking, which is
+unreliable for compressed video — and skip already-recorded frames without decoding them on resume.
+
+Live sources (camera, stream, or a video file with `live=True`, which plays it at its frame rate
+like a camera: the same code path, testable without hardware) are read by a grab thread that keeps
+only the newest frame, because CAP_PROP_BUFFERSIZE is ignored by most backends and a stale queue
+means judging parts that already left the station. A dead camera is detected three ways — read()
+fails, read() "succeeds" with an empty or repeated frame (unplugged USB cameras do this), or no
+frame arrives within the read timeout (a blocked read() after a stream drops, which cannot be
+interrupted: the stuck thread is abandoned and releases its own capture if it ever returns) — and
+reconnected with bounded exponential backoff.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import BadInput, RunFailed
+from edge_runtime.preprocess import Roi
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
+VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".mjpeg"}
+URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+@dataclass(slots=True)
+class Frame:
+    """One captured frame; `image` is None exactly when `error` says why."""
+
+    index: int  # position in the source (offline) or capture count (live)
+    name: str  # file name, or the source name for video/camera
+    image: np.ndarray | None
+    ts: float  # wall-clock seconds at capture (for people)
+    t_mono: float  # time.monotonic() at capture (for intervals; never jumps)
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Outage:
+    """A live source stopped delivering frames for a while (or for good: recovered=False)."""
+
+    start_ts: float
+    end_ts: float
+    start_mono: float
+    end_mono: float
+    frames_missed: int  # estimated from the source's frame rate
+    attempts: int  # reconnect attempts made
+    reason: str
+    recovered: bool = True
+
+
+Event = Frame | Outage
+StopFlag = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+class Source:
+    """Base: `events(done)` yields frames not in `done` (frame indices already recorded)."""
+
+    name: str = ""
+    kind: str = ""
+    live: bool = False
+    default_roi: Roi | None = None
+
+    def events(
+        self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
+    ) -> Iterator[Event]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+
+# ------------------------------------------------------------------------------- image files
+def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """Decode one image file as stored (gray, BGR, BGRA or 16-bit); (None, reason) on failure."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        return None, f"cannot read {path.name}: {e.strerror or e}"
+    if data.size == 0:
+        return None, f"cannot decode {path.name}: empty file"
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        return None, f"cannot decode {path.name}: not a readable image"
+    return image, None
+
+
+class ImageFiles(Source):
+    """A sorted list of image files: a folder, a glob, a recording's frames, or one image."""
+
+    def __init__(self, paths: list[Path], name: str, kind: str, default_roi: Roi | None = None):
+        self.paths = paths
+        self.name = name
+        self.kind = kind
+        self.default_roi = default_roi
+
+    def describe(self) -> str:
+        roi = f", roi.json {self.default_roi.to_dict()}" if self.default_roi else ""
+        return f"{self.kind} {self.name} ({len(self.paths)} frames{roi})"
+
+    def events(
+        self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
+    ) -> Iterator[Event]:
+        for i, path in enumerate(self.paths):
+            if i in done:
+                continue
+            if stop():
+                return
+            image, error = read_image(path)
+            yield Frame(i, path.name, image, time.time(), time.monotonic(), error)
+
+
+# ------------------------------------------------------------------------------- capture
+def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: float):
+    """cv2.VideoCapture with open/read timeouts on the FFmpeg backend (files and streams), so a
+    dropped stream cannot block read() for minutes; None when it does not open."""
+    if isinstance(target, int):
+        cap = cv2.VideoCapture(target)
+    else:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(read_timeout_s * 1000),
+        ]
+        cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():  # a build without FFmpeg, or a backend-specific URL
+            cap.release()
+            cap = cv2.VideoCapture(target)
+    if not cap.isOpened():
+        cap.release()
+        return None
+    return cap
+
+
+def _fps(cap) -> float:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else 0.0
+
+
+class VideoFile(Source):
+    """A video file read offline: every frame in order, as fast as the inspector takes them."""
+
+    kind = "video"
+
+    def __init__(self, path: Path, open_timeout_s: float = 10.0) -> None:
+        self.path = path
+        self.name = path.name
+        self._open_timeout_s = open_timeout_s
+
+    def events(
+        self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
+    ) -> Iterator[Event]:
+        cap = _open_capture(str(self.path), self._open_timeout_s, self._open_timeout_s)
+        if cap is None:
+            raise BadInput(f"{self.path}: OpenCV cannot open this video")
+        try:
+            i = 0
+            while not stop():
+                if i in done:  # resume: advance without decoding the frame
+                    if not cap.grab():
+                        return
+                    i += 1
+                    continue
+                ok, image = cap.read()
+                ts, mono = time.time(), time.monotonic()
+                if not ok:
+                    return
+                if image is None or image.size == 0:
+                    yield Frame(i, self.name, None, ts, mono, "decoder returned an empty frame")
+                else:
+                    yield Frame(i, self.name, image, ts, mono)
+                i += 1
+        finally:
+            cap.release()
+
+
+class _Grabber(threading.Thread):
+    """Reads one capture as fast as it delivers and keeps only the newest frame."""
+
+    def __init__(self, cap, cond: threading.Condition, pace_fps: float, stale_repeats: int):
+        super().__init__(daemon=True, name="twinspect-grab")
+        self.cap = cap
+        self.cond = cond
+        self.pace = 1.0 / pace_fps if pace_fps > 0 else 0.0
+        self.stale_repeats = stale_repeats
+        self.latest: tuple[np.ndarray, float, float] | None = None
+        self.seq = 0  # frames grabbed so far
+        self.failed: str | None = None
+        self.abandoned = False
+
+    def run(self) -> None:
+        repeats, last_sig = 0, b""
+        next_t = time.monotonic()
+        try:
+            while not self.abandoned:
+                if self.pace:  # a file standing in for a camera: deliver at its frame rate
+                    next_t += self.pace
+                    time.sleep(max(0.0, next_t - time.monotonic()))
+                ok, image = self.cap.read()
+                ts, mono = time.time(), time.monotonic()
+                if not ok or image is None or image.size == 0:
+                    self._fail("the camera stopped delivering frames" if not ok else "empty frame")
+                    return
+                sig = image[:: max(1, image.shape[0] // 16), :: max(1, image.shape[1] // 16)]
+                sig = sig.tobytes()
+                repeats = repeats + 1 if sig == last_sig else 0
+                last_sig = sig
+                if self.stale_repeats and repeats >= self.stale_repeats:
+                    self._fail(f"the same frame {repeats + 1} times in a row (stale camera)")
+                    return
+                with self.cond:
+                    if self.abandoned:
+                        return
+                    self.latest = (image, ts, mono)
+                    self.seq += 1
+                    self.cond.notify_all()
+        finally:
+            self.cap.release()
+
+    def _fail(self, reason: str) -> None:
+        with self.cond:
+            self.failed = reason
+            self.cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How hard to try when a live source drops: attempts per outage and their spacing."""
+
+    max_attempts: int = 10
+    first_wait_s: float = 0.5
+    max_wait_s: float = 10.0
+
+    def wait(self, attempt: int) -> float:
+        return min(self.max_wait_s, self.first_wait_s * (2 ** max(0, attempt - 1)))
+
+
+class LiveCapture(Source):
+    """A camera, a stream, or a video file played like a camera (same code path)."""
+
+    live = True
+
+    def __init__(
+        self,
+        target: int | str,
+        name: str,
+        kind: str,
+        reconnect: Reconnect | None = None,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        stale_repeats: int = 50,
+    ) -> None:
+        self.target = target
+        self.name = name
+        self.kind = kind
+        self.reconnect = reconnect or Reconnect()
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.stale_repeats = stale_repeats
+        self._paced = isinstance(target, str) and Path(target).is_file()
+        self._cond = threading.Condition()
+        self._grabber: _Grabber | None = None
+        self.fps = 0.0
+        self.grabbed = 0  # frames the camera delivered, including those replaced by newer ones
+
+    def _start(self) -> bool:
+        cap = _open_capture(self.target, self.open_timeout_s, self.read_timeout_s)
+        if cap is None:
+            return False
+        if not self._paced:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # best effort; the grab thread is the real fix
+        self.fps = _fps(cap) or self.fps
+        pace = (self.fps or 30.0) if self._paced else 0.0
+        self._grabber = _Grabber(cap, self._cond, pace, self.stale_repeats)
+        self._grabber.start()
+        return True
+
+    def _abandon(self) -> None:
+        g = self._grabber
+        if g is not None:
+            with self._cond:
+                self.grabbed += g.seq
+                g.abandoned = True  # a thread stuck in read() releases its capture on return
+            self._grabber = None
+
+    def close(self) -> None:
+        self._abandon()
+
+    def events(
+        self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
+    ) -> Iterator[Event]:
+        if not self._start():
+            raise BadInput(f"{self.describe()}: cannot open (check the index, URL or cable)")
+        index = max(done) + 1 if done else 0  # resume: live frames are new, keep indices unique
+        last_seq, last_mono = 0, time.monotonic()
+        try:
+            while not stop():
+                g = self._grabber
+                with self._cond:
+                    if g.seq == last_seq and not g.failed:
+                        self._cond.wait(timeout=0.1)
+                    seq, latest, failed = g.seq, g.latest, g.failed
+                if seq != last_seq and latest is not None:
+                    last_seq = seq
+                    image, ts, mono = latest
+                    last_mono = mono
+                    yield Frame(index, self.name, image, ts, mono)
+                    index += 1
+                    continue
+                silent = time.monotonic() - last_mono
+                if failed is None and silent < self.read_timeout_s:
+                    continue
+                reason = failed or f"no frame for {silent:.1f} s (read timed out)"
+                outage = yield from self._reconnect(reason, last_mono, stop)
+                if outage is None:  # stopped by a signal while reconnecting
+                    return
+                last_seq, last_mono = 0, time.monotonic()
+        finally:
+            self._abandon()
+
+    def _reconnect(self, reason: str, since_mono: float, stop: StopFlag):
+        """Reopen with bounded backoff; yield the outage record; raise RunFailed when exhausted."""
+        self._abandon()
+        start_mono = since_mono
+        start_ts = time.time() - (time.monotonic() - since_mono)
+        attempts = 0
+        while attempts < self.reconnect.max_attempts:
+            attempts += 1
+            deadline = time.monotonic() + self.reconnect.wait(attempts)
+            while time.monotonic() < deadline:
+                if stop():
+                    return None
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            if self._start() and self._first_frame(stop):
+                end_mono = time.monotonic()
+                yield self._outage(start_ts, start_mono, end_mono, attempts, reason, True)
+                return True
+            self._abandon()
+        end_mono = time.monotonic()
+        yield self._outage(start_ts, start_mono, end_mono, attempts, reason, False)
+        raise RunFailed(
+            f"{self.describe()}: {reason}; gave up after {attempts} reconnect attempts "
+            f"({end_mono - start_mono:.1f} s without frames; raise --max-reconnects to wait longer)"
+        )
+
+    def _first_frame(self, stop: StopFlag) -> bool:
+        g = self._grabber
+        deadline = time.monotonic() + self.read_timeout_s
+        with self._cond:
+            while g.seq == 0 and not g.failed and not stop():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 0.1))
+            return g.seq > 0
+
+    def _outage(self, start_ts, start_mono, end_mono, attempts, reason, recovered) -> Outage:
+        seconds = max(0.0, end_mono - start_mono)
+        return Outage(
+            start_ts=start_ts,
+            end_ts=start_ts + seconds,
+            start_mono=start_mono,
+            end_mono=end_mono,
+            frames_missed=round(seconds * (self.fps or 30.0)),
+            attempts=attempts,
+            reason=reason,
+            recovered=recovered,
+        )
+
+
+# ------------------------------------------------------------------------------- opening
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _recording_roi(folder: Path) -> Roi:
+    path = folder / "roi.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise BadInput(f"{path}: expected an object with x, y, w, h")
+    return Roi.from_dict(d, where=str(path))
+
+
+def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
+    roi = _recording_roi(folder)
+    frames = folder / "frames"
+    if frames.is_dir() and not live:
+        return ImageFiles(_images_in(frames), str(folder), "recording", default_roi=roi)
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
+    if not videos:
+        raise BadInput(f"{folder}: a recording needs frames/ or a video beside roi.json")
+    src = (
+        LiveCapture(str(videos[0]), str(videos[0]), "recording video (live)", reconnect)
+        if live
+        else VideoFile(videos[0])
+    )
+    src.default_roi = roi
+    return src
+
+
+def open_source(text: str, live: bool = False, reconnect: Reconnect | None = None) -> Source:
+    """Resolve a --source argument. Refuses (BadInput, exit 2) what is not a usable source.
+
+    `live=True` plays a video file like a camera: grab thread, newest frame only, reconnect at
+    its end — the camera's code path, exercised without a camera.
+    """
+    path = Path(text)
+    if path.exists():
+        if path.is_dir():
+            if (path / "roi.json").is_file():
+                return _recording(path, reconnect, live)
+            if (path / "recording" / "roi.json").is_file():  # the folder `generate` wrote
+                return _recording(path / "recording", reconnect, live)
+            images = _images_in(path)
+            if not images:
+                raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
+            return ImageFiles(images, str(path), "folder")
+        if path.suffix.lower() in IMAGE_EXTS:
+            return ImageFiles([path], str(path), "image")
+        if live:
+            return LiveCapture(str(path), str(path), "video (live)", reconnect)
+        return VideoFile(path)
+    if text.isdigit():
+        return LiveCapture(int(text), f"camera {text}", "camera", reconnect)
+    if URL_RE.match(text):
+        return LiveCapture(text, text, "stream", reconnect)
+    if any(c in text for c in "*?["):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+        images = [p for p in matches if p.is_file()]
+        if not images:
+            raise BadInput(f"--source {text!r}: the pattern matches no files")
+        return ImageFiles(images, text, "glob")
+    raise BadInput(
+        f"--source {text!r}: no such file or folder (a source is a camera index, a video file, "
+        "a folder of images, a glob pattern, an rtsp/http URL, or a recording folder)"
+    )
