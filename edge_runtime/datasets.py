@@ -1,0 +1,366 @@
+"""The one loader of labeled images, used by training, evaluation and the runtime.
+
+Sources (found from PATH):
+  folder     <label>/*.png (label = folder name; good, ok, 0 mean good). A folder with train/ and/or
+             test/ (MVTec AD's train/good, test/<defect> included) is read one split at a time.
+  parquet    a .parquet file in the Hugging Face image schema (dirname, label, image{bytes, path}),
+             or a folder holding <split>.parquet.
+  recording  a folder with frames/, labels.csv (frame,label) and roi.json: frames are cropped.
+  hub        owner/name of a Hugging Face dataset (needs the 'hub' extra).
+
+Every image goes through `edge_runtime.preprocess.prepare`; records that cannot be read are listed
+in `skipped` (never silently dropped), and one clear `BadInput` names the path when nothing can be.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import BadInput, MissingExtra
+from edge_runtime.preprocess import InputSpec, Roi, prepare
+
+GOOD_NAMES = {"0", "good", "ok"}  # normalized to label "0"
+GOOD = "0"
+SPLITS = ("train", "test")
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+PARQUET_COLUMNS = ("label", "image")  # required; "dirname" is optional
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def normalize_label(name: object) -> str:
+    """'good', 'ok', '0' (any case) → '0'; anything else as found, as a string."""
+    s = str(name).strip()
+    return GOOD if s.lower() in GOOD_NAMES else s
+
+
+@dataclass
+class LabeledImages:
+    images: np.ndarray  # uint8 N×H×W, already at the requested size
+    labels: list[str]  # "0" for good, else the defect label as found
+    paths: list[str]  # source of each image (parquet: "file.parquet#row")
+    source: str  # what was loaded (path or hub id)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def is_defect(self) -> np.ndarray:
+        return np.array([lab != GOOD for lab in self.labels], dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# A record is (path, label, read) where read() returns the raw image (any size, gray or BGR)
+# or raises ValueError with the reason it cannot be read.
+Record = tuple[str, str, Callable[[], np.ndarray]]
+
+
+def _decode(buf: bytes | np.ndarray) -> np.ndarray:
+    arr = np.frombuffer(buf, np.uint8) if isinstance(buf, bytes | bytearray) else buf
+    img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if arr.size else None
+    if img is None:
+        raise ValueError("not a readable image")
+    return img
+
+
+def _read_file(path: Path) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        try:
+            data = np.fromfile(path, np.uint8)
+        except OSError as e:
+            raise ValueError(f"cannot read file: {e.strerror or e}") from None
+        return _decode(data)
+
+    return read
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+# ---- folder -------------------------------------------------------------------------------
+
+
+def _folder_records(folder: Path) -> list[Record]:
+    records: list[Record] = []
+    for sub in _subdirs(folder):
+        label = normalize_label(sub.name)
+        records += [(str(p), label, _read_file(p)) for p in _image_files(sub)]
+    if not records:
+        loose = _image_files(folder)
+        hint = (
+            f" ({len(loose)} images lie directly in it; put them in <label>/ subfolders)"
+            if loose
+            else ""
+        )
+        raise BadInput(f"{folder}: no images found in <label>/ subfolders{hint}")
+    return sorted(records, key=lambda r: r[0])
+
+
+# ---- parquet ------------------------------------------------------------------------------
+
+
+def _parquet_records(file: Path) -> list[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtra("reading parquet", "parquet") from None
+    try:
+        table = pq.read_table(file)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise BadInput(f"{file}: not a readable parquet file ({e})") from None
+    names = table.column_names
+    missing = [c for c in PARQUET_COLUMNS if c not in names]
+    if missing:
+        raise BadInput(
+            f"{file}: parquet columns {names} do not match the image-dataset schema "
+            f"(needs {list(PARQUET_COLUMNS)}, missing {missing})"
+        )
+    images = table.column("image").to_pylist()
+    labels = table.column("label").to_pylist()
+    records: list[Record] = []
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        if isinstance(img, dict):
+            data = img.get("bytes")
+        elif isinstance(img, bytes | bytearray):
+            data = img
+        else:
+            raise BadInput(
+                f"{file}: column 'image' must hold PNG/JPEG bytes or a struct of bytes and path, "
+                f"got {type(img).__name__}"
+            )
+
+        def read(data=data) -> np.ndarray:
+            if not data:
+                raise ValueError("no image bytes")
+            return _decode(bytes(data))
+
+        records.append((f"{file}#{i}", normalize_label("" if lab is None else lab), read))
+    if not records:
+        raise BadInput(f"{file}: no images (the parquet file has no rows)")
+    return records
+
+
+def _split_parquet(folder: Path, split: str) -> Path | None:
+    for pattern in (f"{split}.parquet", f"{split}-*.parquet", f"data/{split}-*.parquet"):
+        hits = sorted(folder.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise BadInput(f"{folder}: several parquet files for split '{split}': {hits[:3]}")
+    return None
+
+
+# ---- recording ----------------------------------------------------------------------------
+
+
+def _is_recording(folder: Path) -> bool:
+    return (folder / "labels.csv").is_file() and (folder / "frames").is_dir()
+
+
+def _recording_records(folder: Path) -> list[Record]:
+    frames = {}
+    for p in _image_files(folder / "frames"):
+        if p.stem.isdigit():
+            frames[int(p.stem)] = p
+    csv_path = folder / "labels.csv"
+    records: list[Record] = []
+    with open(csv_path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header] != ["frame", "label"]:
+            raise BadInput(f"{csv_path}: header must be 'frame,label', got {header!r}")
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 2 or not row[0].strip().isdigit():
+                raise BadInput(f"{csv_path}:{line_no}: expected 'frame,label', got {row!r}")
+            idx = int(row[0])
+            if idx not in frames:
+                raise BadInput(
+                    f"{csv_path}:{line_no}: frame {idx} has no file in {folder / 'frames'}"
+                )
+            p = frames[idx]
+            records.append((str(p), normalize_label(row[1]), _read_file(p)))
+    if not records:
+        raise BadInput(f"{csv_path}: no frames listed")
+    return sorted(records, key=lambda r: r[0])
+
+
+def _recording_roi(folder: Path) -> Roi:
+    roi_path = folder / "roi.json"
+    if not roi_path.is_file():
+        raise BadInput(f"{folder}: a recording needs roi.json (or pass the ROI explicitly)")
+    try:
+        d = json.loads(roi_path.read_text())
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{roi_path}: not valid JSON ({e})") from None
+    return Roi.from_dict(d, where=str(roi_path))
+
+
+# ---- hub ----------------------------------------------------------------------------------
+
+
+def _hub_records(hub_id: str, split: str | None) -> list[Record]:
+    try:
+        import datasets
+    except ImportError:
+        raise MissingExtra("loading a Hugging Face dataset", "hub") from None
+    split = split or "train"
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as e:  # network, auth, unknown id, unknown split
+        raise BadInput(
+            f"cannot load Hugging Face dataset {hub_id!r} split {split!r}: {e}"
+        ) from None
+    missing = [c for c in PARQUET_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise BadInput(f"Hugging Face dataset {hub_id!r}: columns {ds.column_names} lack {missing}")
+    names = None
+    feat = ds.features.get("label")
+    if feat is not None and hasattr(feat, "int2str"):
+        names = feat.int2str
+    records: list[Record] = []
+    for i, row in enumerate(ds):
+        lab = row["label"]
+        lab = names(lab) if names is not None and isinstance(lab, int) else lab
+
+        def read(img=row["image"]) -> np.ndarray:
+            if isinstance(img, dict):
+                return _decode(bytes(img.get("bytes") or b""))
+            arr = np.asarray(img)  # a PIL image: RGB(A) channel order
+            if arr.ndim == 3 and arr.shape[2] in (3, 4):
+                arr = np.ascontiguousarray(arr[:, :, [2, 1, 0]])
+            return arr
+
+        records.append((f"{hub_id}@{split}#{i}", normalize_label(lab), read))
+    if not records:
+        raise BadInput(f"Hugging Face dataset {hub_id!r} split {split!r} is empty")
+    return records
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+
+
+def _resolve(path: str | Path, split: str | None) -> tuple[list[Record], Roi | None, str]:
+    """The records of PATH (one split), the ROI the source carries, and a source description."""
+    p = Path(path)
+    if not p.exists():
+        # owner/name is a hub id unless "owner" is a local folder (then it is a typo'd path)
+        if isinstance(path, str) and _HUB_ID.match(path) and not p.parent.is_dir():
+            return _hub_records(path, split), None, path
+        raise BadInput(f"{path}: path does not exist")
+    if p.is_file():
+        if p.suffix.lower() == ".parquet":
+            return _parquet_records(p), None, str(p)
+        raise BadInput(f"{p}: not a dataset (expected a folder or a .parquet file)")
+    if split == "recording" and _is_recording(p / "recording"):
+        p = p / "recording"
+    if _is_recording(p):
+        return _recording_records(p), _recording_roi(p), str(p)
+
+    have = [s for s in SPLITS if (p / s).is_dir() or _split_parquet(p, s) is not None]
+    if have:
+        chosen = split or ("train" if "train" in have else have[0])
+        if chosen not in have:
+            raise BadInput(f"{p}: no '{chosen}' split (found {', '.join(have)})")
+        if (p / chosen).is_dir():
+            return _folder_records(p / chosen), None, str(p / chosen)
+        pq_file = _split_parquet(p, chosen)
+        assert pq_file is not None
+        return _parquet_records(pq_file), None, str(pq_file)
+    if split is not None and split != p.name:
+        labels = [d.name for d in _subdirs(p)]
+        if not labels:
+            raise BadInput(f"{p}: empty folder (no train/, test/ or <label>/ subfolders)")
+        raise BadInput(f"{p}: no '{split}' split (found label folders {', '.join(labels[:8])})")
+    if not any(p.iterdir()):
+        raise BadInput(f"{p}: empty folder")
+    return _folder_records(p), None, str(p)
+
+
+def _prepared(
+    records: list[Record], spec: InputSpec, roi: Roi | None, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[np.ndarray, str, str]]:
+    for path, label, read in records:
+        try:
+            raw = read()
+        except ValueError as e:
+            skipped.append((path, str(e)))
+            continue
+        try:
+            img = prepare(raw, spec, roi)
+        except BadInput as e:
+            skipped.append((path, str(e)))
+            continue
+        yield img, label, path
+
+
+def iter_labeled(
+    path: str | Path,
+    split: str | None = None,
+    spec: InputSpec = InputSpec(),  # noqa: B008 — frozen dataclass
+    roi: Roi | None = None,
+) -> Iterator[tuple[np.ndarray, str, str]]:
+    """(uint8 H×W image, label, path) one at a time, sorted by path. Unreadable records are
+    reported with a warning at the end (use `load_labeled` to get them as a list)."""
+    records, src_roi, _ = _resolve(path, split)
+    skipped: list[tuple[str, str]] = []
+    yield from _prepared(records, spec, roi or src_roi, skipped)
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped {len(skipped)} unreadable images (first: {skipped[0][0]}: "
+            f"{skipped[0][1]})",
+            stacklevel=2,
+        )
+
+
+def load_labeled(
+    path: str | Path,
+    split: str | None = None,
+    spec: InputSpec = InputSpec(),  # noqa: B008 — frozen dataclass
+    roi: Roi | None = None,
+    require_both: bool = False,
+) -> LabeledImages:
+    """Load a whole dataset (one split) into memory. See the module docstring for sources."""
+    records, src_roi, source = _resolve(path, split)
+    skipped: list[tuple[str, str]] = []
+    images, labels, paths = [], [], []
+    for img, label, p in _prepared(records, spec, roi or src_roi, skipped):
+        images.append(img)
+        labels.append(label)
+        paths.append(p)
+    if not images:
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise BadInput(f"{source}: none of the {len(records)} images could be read{first}")
+    if require_both:
+        n_def = sum(lab != GOOD for lab in labels)
+        if n_def == 0 or n_def == len(labels):
+            only = "defective" if n_def else "good"
+            raise BadInput(
+                f"{source}: needs both good and defective images, found only {only} "
+                f"({len(labels)} images)"
+            )
+    return LabeledImages(
+        images=np.stack(images).astype(np.uint8, copy=False),
+        labels=labels,
+        paths=paths,
+        source=source,
+        skipped=skipped,
+    )
