@@ -105,9 +105,8 @@ class Summary:
     def to_dict(self) -> dict:
         s = np.asarray(self.scores)
         q = (0, 5, 50, 95, 100)
-        dist = dict(
-            zip(("min", "p5", "p50", "p95", "max"), np.percentile(s, q).tolist(), strict=True)
-        )
+        names = ("min", "p5", "p50", "p95", "max")
+        dist = dict(zip(names, np.percentile(s, q).tolist(), strict=True)) if len(s) else {}
         return {
             "source": self.source,
             "frames": self.frames,
@@ -122,7 +121,7 @@ class Summary:
             "resumed_skipped": self.resumed_skipped,
             "save_failures": self.save_failures,
             "seconds": round(self.seconds, 3),
-            "score": dist if len(s) else {},
+            "score": dist,
             "latency_us": {
                 k: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
                 for k, v in self.lat.items()

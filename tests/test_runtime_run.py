@@ -1,0 +1,222 @@
+"""`twinspect run` end to end on a real exported (untrained) model: records, resume, signals,
+kill -9, unreadable frames, --save-ng failures, bad-model refusal, and batch = single results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.cli import main
+from edge_runtime.model import load_model_dir
+from edge_runtime.preprocess import Roi, prepare, to_tensor
+
+ROI = "106,81,108,78"
+
+
+def frame_image(i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    img = np.clip(rng.normal(80, 12, (240, 320)), 0, 255).astype(np.uint8)
+    cv2.circle(img, (160, 120), 25 + i % 7, 200, -1)
+    if i % 3 == 0:
+        cv2.line(img, (140, 110), (180, 130), 30, 3)
+    return img
+
+
+def write_folder(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:06d}.png"), frame_image(i))
+    return folder
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(s) for s in path.read_text().splitlines()]
+
+
+def run(*argv) -> int:
+    return main(["run", *map(str, argv)])
+
+
+@pytest.fixture
+def frames(tmp_path) -> Path:
+    return write_folder(tmp_path / "frames", 12)
+
+
+def test_jsonl_fields_and_scores_match_the_model(untrained_model_dir, frames, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    assert run("--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out) == 0
+    recs = lines(out)
+    assert [r["frame"] for r in recs] == list(range(12))
+    model = load_model_dir(untrained_model_dir)
+    thr = model.sidecar.threshold.value
+    roi = Roi.parse(ROI)
+    x = to_tensor(
+        np.stack([prepare(frame_image(i), model.spec, roi) for i in range(12)]), model.spec
+    )
+    expected = model.score(model.embed(x))
+    for r, s in zip(recs, expected, strict=True):
+        assert r["event"] == "frame" and r["source"] == f"{r['frame']:06d}.png"
+        assert r["score"] == pytest.approx(s, rel=1e-5)
+        assert r["score_norm"] == pytest.approx(min(1.0, s / (2 * thr)), rel=1e-5)
+        assert r["verdict"] == ("NG" if s > thr else "OK") and r["reason"] is None
+        assert r["threshold"] == thr and r["threshold_from"] == "sidecar"
+        assert set(r["latency_us"]) == {"preprocess", "embed", "score", "total"}
+        assert r["ts"] > 1e9 and r["t_mono"] > 0 and r["batch"] == 1
+    summary = capsys.readouterr().out  # results in a file: summary on stdout
+    assert "frames 12:" in summary and "latency µs" in summary and "yield" in summary
+    assert "ERROR 0" in summary
+
+
+def test_threshold_override_csv_and_batch(untrained_model_dir, frames, tmp_path):
+    single, batched = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert (
+        run("--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", single) == 0
+    )
+    assert (
+        run("--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--batch", 5,
+            "--out", batched) == 0
+    )  # fmt: skip
+    a, b = lines(single), lines(batched)
+    assert [r["frame"] for r in b] == list(range(12)) and {r["batch"] for r in b} == {5, 2}
+    np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], rtol=1e-5)
+    thr = float(np.median([r["score"] for r in a]))
+    out = tmp_path / "c.csv"
+    args = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--csv"]
+    assert run(*args, "--threshold", thr, "--out", out) == 0
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 12 and {r["threshold_from"] for r in rows} == {"cli"}
+    assert {r["verdict"] for r in rows} == {"OK", "NG"}
+    assert all(float(r["total_us"]) > 0 for r in rows)
+
+
+def test_unreadable_blank_and_wrong_size_frames_get_error_records(
+    untrained_model_dir, frames, tmp_path
+):
+    (frames / "000003.png").write_bytes(b"\x89PNG truncated")
+    cv2.imwrite(str(frames / "000005.png"), np.full((240, 320), 128, np.uint8))
+    cv2.imwrite(str(frames / "000007.png"), frame_image(7)[:100, :100])
+    out = tmp_path / "r.jsonl"
+    for batch in (1, 4):
+        args = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+        assert run(*args, "--batch", batch, "--overwrite") == 0
+        recs = {r["frame"]: r for r in lines(out)}
+        assert sorted(recs) == list(range(12))  # nothing dropped
+        assert recs[3]["verdict"] == "ERROR" and "cannot decode" in recs[3]["reason"]
+        assert recs[5]["verdict"] == "ERROR" and "blank frame" in recs[5]["reason"]
+        assert recs[7]["verdict"] == "ERROR" and "does not fit" in recs[7]["reason"]
+        assert all(recs[i]["score"] is None for i in (3, 5, 7))
+        assert all(recs[i]["verdict"] in ("OK", "NG") for i in recs if i not in (3, 5, 7))
+
+
+def test_save_ng_and_save_failure_keeps_inspecting(untrained_model_dir, frames, tmp_path):
+    base = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--threshold", -1]
+    ng, out = tmp_path / "ng", tmp_path / "r.jsonl"
+    assert run(*base, "--save-ng", ng, "--max-frames", 3, "--out", out) == 0
+    recs = lines(out)
+    assert [r["verdict"] for r in recs] == ["NG"] * 3
+    crop = cv2.imread(recs[0]["saved_crop"], cv2.IMREAD_UNCHANGED)
+    full = cv2.imread(recs[0]["saved_frame"], cv2.IMREAD_UNCHANGED)
+    assert crop.shape[:2] == (78, 108) and full.shape == (240, 320, 3)
+    blocker = tmp_path / "a-file"  # a folder that cannot be made, even as root
+    blocker.write_text("x")
+    assert run(*base, "--save-ng", blocker / "ng", "--out", out, "--overwrite") == 0
+    recs = lines(out)
+    assert len(recs) == 12 and all("save_error" in r and r["verdict"] == "NG" for r in recs)
+
+
+def test_resume_skips_recorded_frames_and_cuts_a_torn_line(untrained_model_dir, frames, tmp_path):
+    out = tmp_path / "r.jsonl"
+    base = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+    assert run(*base, "--max-frames", 5) == 0
+    with out.open("a") as f:
+        f.write('{"event":"frame","frame":5,"sou')  # a write cut by kill -9
+    assert run(*base) == 2  # refuses to overwrite without --resume/--overwrite
+    assert run(*base, "--resume") == 0
+    recs = lines(out)
+    assert [r["frame"] for r in recs] == list(range(12))
+    assert run(*base, "--resume") == 0 and len(lines(out)) == 12  # nothing left to do
+
+
+def test_bad_model_refused_before_the_source_is_opened(tmp_path, capsys):
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "model.json").write_text("{not json")
+    assert run("--model", bad, "--source", tmp_path / "no-such-source.avi") == 2
+    err = capsys.readouterr().err
+    assert "model.json" in err and "no-such-source" not in err and len(err.splitlines()) == 1
+
+
+def test_show_on_a_headless_build_is_one_clear_line(untrained_model_dir, frames, capsys):
+    code = run("--model", untrained_model_dir, "--source", frames, "--show")
+    err = capsys.readouterr().err
+    assert code == 2 and "--show needs" in err and len(err.splitlines()) == 1
+
+
+def test_live_video_path_via_cli(untrained_model_dir, tmp_path):
+    video = tmp_path / "cam.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 60, (320, 240), False)
+    for i in range(5):
+        w.write(frame_image(i))
+    w.release()
+    out = tmp_path / "r.jsonl"
+    args = ["--model", untrained_model_dir, "--source", video, "--roi", ROI, "--out", out]
+    assert run(*args, "--live", "--max-frames", 8, "--reconnect-wait", 0.05) == 0
+    recs = lines(out)
+    frames_ = [r for r in recs if r["event"] == "frame"]
+    outages = [r for r in recs if r["event"] == "outage"]
+    assert [r["frame"] for r in frames_] == list(range(8))
+    assert outages and outages[0]["recovered"] and outages[0]["frames_missed"] >= 0
+    assert run(*args, "--live", "--batch", 4, "--overwrite") == 2
+
+
+# ------------------------------------------------------------------------------- subprocesses
+def _spawn(model: Path, source: Path, out: Path, *extra) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(model)]
+    cmd += ["--source", str(source), "--roi", ROI, "--out", str(out), *map(str, extra)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_lines(out: Path, n: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} records after {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_signal_mid_run_keeps_completed_records_then_resume_completes(
+    untrained_model_dir, tmp_path, sig
+):
+    frames = write_folder(tmp_path / "frames", 60)
+    out = tmp_path / "r.jsonl"
+    proc = _spawn(untrained_model_dir, frames, out, "--fps", 50)
+    _wait_for_lines(out, 5, proc)
+    os.kill(proc.pid, sig)
+    stdout, _ = proc.communicate(timeout=30)
+    text = out.read_text()
+    complete = text.splitlines()[: text.count("\n")]
+    recs = [json.loads(s) for s in complete]
+    assert [r["frame"] for r in recs] == list(range(len(recs)))
+    assert 5 <= len(recs) < 60
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 0 and text.endswith("\n")  # frame in hand finished, flushed
+        assert "stopped by SIGTERM" in stdout and f"frames {len(recs)}:" in stdout
+    else:
+        assert proc.returncode == -signal.SIGKILL  # at most the line being written is torn
+    proc = _spawn(untrained_model_dir, frames, out, "--resume")
+    assert proc.wait(timeout=60) == 0
+    assert [r["frame"] for r in lines(out)] == list(range(60))
