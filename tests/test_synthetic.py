@@ -184,3 +184,17 @@ def test_cli_rejects_bad_numbers(tmp_path, capsys):
     assert "--defect-rate" in capsys.readouterr().err
     with pytest.raises(BadInput, match="flip"):
         Config(out=tmp_path, flip_labels=-0.1).check()
+
+
+def test_regenerating_clears_the_old_line_and_refuses_foreign_folders(tmp_path):
+    out = tmp_path / "line"
+    generate(Config(out=out, seed=1, n_train=30, n_test=10, n_frames=2, workers=1))
+    generate(Config(out=out, seed=1, n_train=10, n_test=10, n_frames=0, workers=1))
+    assert len(list((out / "train").glob("*/*.png"))) == 10
+    assert not (out / "recording/frames/000001.png").exists()
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(BadInput, match=f"--out {foreign}: folder is not empty"):
+        generate(Config(out=foreign, n_train=4, n_test=4, n_frames=0, workers=1))
+    assert (foreign / "holiday.jpg").exists()

@@ -26,8 +26,8 @@ DEFECT_LABELS: tuple[str, ...] = tuple(k for k in LABEL_NAMES if k != GOOD)
 # Severity ranges, subtle → obvious, in the units the renderer uses.
 BEND_DEG = (6.0, 22.0)  # in-plane bend of tongue + neck about the barrel (nuisance rotates ≤ 3°)
 HOLE_BLOCKED = (0.4, 1.0)  # fraction of the hole radius filled (1 = hole missing)
-BURR_RADIUS = (0.7, 1.7)  # radius of the bright blob on an edge, units
-SHORT_CRIMP = (0.3, 0.65)  # fraction of the barrel length missing, strands showing instead
+BURR_RADIUS = (0.8, 1.7)  # radius of the bright blob on an edge, units
+SHORT_CRIMP = (0.33, 0.65)  # fraction of the barrel length missing, strands showing instead
 SCRATCH_WIDTH = (0.45, 1.1)  # line width, units
 SCRATCH_CONTRAST = (0.4, 0.75)  # fraction of the metal brightness the line takes away / adds
 

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from edge_runtime.synthetic.baseline import template_auroc
 from edge_runtime.synthetic.defects import DEFECT_LABELS, GOOD, LABEL_NAMES, sample_defect
 from edge_runtime.synthetic.render import render_still, sample_nuisance
 
+GENERATOR = "twinspect.synthetic"
 GENERATOR_VERSION = "1.0"
 SPLIT_CODES = {"train": 0, "test": 1, "recording": 2, "flip": 3}
 PARALLEL_MIN = 600  # below this many images a worker pool costs more than it saves
@@ -289,18 +291,45 @@ def generate(cfg: Config) -> dict:
         cv2.setNumThreads(threads)
 
 
+OWNED = ("train", "test", "recording", "train.parquet", "test.parquet", "flipped.csv")
+
+
+def prepare_out(out: Path) -> None:
+    """Create OUT, or clear what an earlier generation wrote there (stale images of another seed
+    would be read as data). A non-empty folder that is not a generated line is refused."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            ours = json.loads((out / "manifest.json").read_text())["generator"] == GENERATOR
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            raise BadInput(
+                f"--out {out}: folder is not empty and holds no generated line (manifest.json); "
+                "choose a new or empty folder"
+            )
+        for name in OWNED:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def _generate(cfg: Config) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write = write_folder if cfg.format == "folder" else write_parquet
     if cfg.format == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise MissingExtra("parquet output", "parquet") from None
+    prepare_out(out)
+    write = write_folder if cfg.format == "folder" else write_parquet
     t_all = time.perf_counter()
     manifest: dict = {
-        "generator": "twinspect.synthetic",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "seed": cfg.seed,
         "difficulty": cfg.difficulty,
@@ -334,7 +363,8 @@ def _generate(cfg: Config) -> dict:
     t0 = time.perf_counter()
     rec_labels = split_labels(cfg.seed, "recording", cfg.n_frames, cfg.defect_rate)
     frames = render_recording(cfg.seed, rec_labels, cfg.difficulty, cfg.workers)
-    write_recording(out, frames, rec_labels)
+    if cfg.n_frames:
+        write_recording(out, frames, rec_labels)
     manifest["counts"]["recording"] = dict(sorted(Counter(rec_labels).items()))
     manifest["recording"] = {
         "frame_size": {"width": rec.FRAME_W, "height": rec.FRAME_H},
@@ -373,7 +403,8 @@ def summary(cfg: Config, manifest: dict) -> str:
         file=buf,
     )
     print(f"  train {fmt('train')}, test {fmt('test')}  → {where}", file=buf)
-    print(f"  recording {fmt('recording')} frames → {cfg.out}/recording/", file=buf)
+    if cfg.n_frames:
+        print(f"  recording {fmt('recording')} frames → {cfg.out}/recording/", file=buf)
     if manifest.get("flipped"):
         print(f"  {manifest['flipped']} train labels flipped → {cfg.out}/flipped.csv", file=buf)
     if "template_baseline_auroc" in manifest:
