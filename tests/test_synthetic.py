@@ -11,9 +11,10 @@ import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.errors import BadInput
+from edge_runtime.evaluation import auroc
 from edge_runtime.preprocess import InputSpec, Roi, prepare
 from edge_runtime.synthetic import DEFECT_LABELS, LABEL_NAMES
-from edge_runtime.synthetic.baseline import auroc, template_auroc, template_scores
+from edge_runtime.synthetic.baseline import template_auroc, template_scores
 from edge_runtime.synthetic.recording import ROI
 from edge_runtime.synthetic.writer import Config, generate, render_split, split_labels
 

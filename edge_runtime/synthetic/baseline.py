@@ -9,25 +9,16 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from scipy.stats import rankdata
 
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U; ties count half)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from edge_runtime.evaluation import auroc
+from edge_runtime.scoring import Metric, distances
 
 
 def template_scores(train_good: np.ndarray, test: np.ndarray, p: float = 4.0) -> np.ndarray:
     """Minkowski-p distance of each test image to the mean good training image (pixels 0..1)."""
     template = train_good.reshape(len(train_good), -1).astype(np.float64).mean(0) / 255.0
     x = test.reshape(len(test), -1).astype(np.float64) / 255.0
-    return (np.abs(x - template) ** p).sum(1) ** (1.0 / p)
+    return distances(x, template, Metric("minkowski", p=p))
 
 
 def template_auroc(
