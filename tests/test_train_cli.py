@@ -1,0 +1,303 @@
+"""`twinspect train` and `twinspect audit` end to end, in-process, on a tiny generated line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.cli import main
+from edge_runtime.errors import BadInput
+from edge_runtime.preprocess import InputSpec
+
+pytest.importorskip("keras")
+
+TINY = ["--arch", "mlp", "--epochs", "5", "--batch-size", "32", "--quiet", "--n-ref", "20"]
+
+
+def _generate(out: Path, n_train: int, **kw) -> Path:
+    args = ["generate", "--out", str(out), "--n-train", str(n_train), "--n-test", "10"]
+    args += ["--n-frames", "2", "--workers", "1", "--seed", "5"]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory) -> Path:
+    return _generate(tmp_path_factory.mktemp("line") / "line", 300)
+
+
+@pytest.fixture(scope="module")
+def run(line, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--data", str(line), "--out", str(out), "--seed", "1", *TINY]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_train_writes_the_run_folder_contract(run, capsys):
+    for name in (
+        "model.keras",
+        "embedding.keras",
+        "config.json",
+        "metrics.json",
+        "reference.json",
+        "validation.npz",
+        "report.md",
+        "pair_distances.png",
+        "scores.png",
+        "loss.png",
+        "roc.png",
+    ):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    ref = json.loads((run / "reference.json").read_text())
+    assert ref["arch"] == "mlp"
+    assert ref["input"] == {
+        "height": 26,
+        "width": 36,
+        "channels": 1,
+        "scale": 1 / 255,
+        "layout": "flat",
+    }
+    assert ref["roi"] is None
+    assert len(ref["reference"]["vector"]) == 128 and ref["reference"]["n"] == 20
+    assert len(ref["reference"]["images_sha256"]) == 64
+    assert ref["metric"] == {"name": "minkowski", "p": 4.0}
+    assert ref["threshold"]["policy"] == "recall:0.99"
+    assert set(ref["threshold"]["validation"]) == {
+        "auroc",
+        "accuracy",
+        "f1",
+        "escape_rate",
+        "overkill_rate",
+        "n_good",
+        "n_defect",
+    }
+    assert ref["labels"]["0"] == "good" and ref["labels"]["2"] == "blocked hole"
+    t = ref["training"]
+    assert t["epochs"] == 5 and t["seed"] == 1 and t["arch"] == "mlp" and t["n_val"] > 0
+    assert len(t["data_sha256"]) == 64 and t["data"].endswith("train")
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    val = metrics["validation"]
+    assert val["reference"]["auroc"] > 0.75  # clearly better than chance after 3 epochs
+    assert val["pairs"]["auroc"] > 0.6
+    for m in (val["reference"], val["pairs"]):
+        for key in ("accuracy", "f1", "escape_rate", "overkill_rate", "per_label"):
+            assert key in m
+    assert len(metrics["loss"]["train"]) == len(metrics["loss"]["val"]) == 5
+
+    # validation.npz: the validation split, scored by training; the scores are reproducible
+    # from embedding.keras + reference.json through the one scoring implementation.
+    from edge_runtime.preprocess import to_tensor
+    from edge_runtime.scoring import Metric, distances
+    from train.model import load_model
+
+    with np.load(run / "validation.npz", allow_pickle=False) as z:
+        images, labels, paths, scores = z["images"], z["labels"], z["paths"], z["scores"]
+    assert images.dtype == np.uint8 and images.shape[1:] == (26, 36)
+    assert len(labels) == len(paths) == len(scores) == len(images) == t["n_val"]
+    assert scores.dtype == np.float64
+    emb = load_model(run / "embedding.keras").predict(to_tensor(images, InputSpec()), verbose=0)
+    again = distances(emb, np.array(ref["reference"]["vector"]), Metric("minkowski", 4.0))
+    assert np.allclose(again, scores, rtol=1e-5, atol=1e-7)
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 1 and config["data_sha256"] == t["data_sha256"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_reference_vector(run, line, tmp_path):
+    again = tmp_path / "again"
+    assert main(["train", "--data", str(line), "--out", str(again), "--seed", "1", *TINY]) == 0
+    a = json.loads((run / "reference.json").read_text())
+    b = json.loads((again / "reference.json").read_text())
+    assert a["reference"] == b["reference"]
+    assert a["threshold"]["value"] == b["threshold"]["value"]
+
+
+@pytest.mark.slow
+def test_audit_then_retrain_without_the_listed_records_and_holdout(run, line, tmp_path, capsys):
+    out = tmp_path / "audit.csv"
+    args = ["audit", "--run", str(run), "--data", str(line), "--out", str(out), "--top", "10"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert 0 < len(rows) <= 10
+    assert {"path", "label", "score", "robust_z"} <= set(rows[0])
+    d = [float(r["disagreement"]) for r in rows]
+    assert d == sorted(d, reverse=True) and d[-1] > 0
+    assert out.with_suffix(".png").is_file()
+    assert "disagree with their label" in capsys.readouterr().out
+
+    clean = tmp_path / "clean"
+    args = ["train", "--data", str(line), "--out", str(clean), *TINY, "--exclude", str(out)]
+    assert main([*args, "--holdout-defect", "1", "--epochs", "2"]) == 0
+    config = json.loads((clean / "config.json").read_text())
+    assert config["n_excluded"] == len(rows)
+    metrics = json.loads((clean / "metrics.json").read_text())
+    h = metrics["holdout"]
+    assert h["label"] == "1" and h["n"] > 0 and 0.0 <= h["auroc"] <= 1.0
+    assert "1" not in metrics["validation"]["reference"]["per_label"]
+    assert "held-out defect 1" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ bad input
+def _fails(capsys, args: list[str], *needles: str) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def existing_run(tmp_path) -> Path:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous run")
+    return out
+
+
+def _untouched(run_dir: Path) -> None:
+    assert (run_dir / "keep.txt").read_text() == "previous run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["keep.txt"]
+    assert [p.name for p in run_dir.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unknown_metric_policy_and_arch(capsys, existing_run, line):
+    base = ["train", "--data", str(line), "--out", str(existing_run)]
+    _fails(capsys, [*base, "--metric", "cosine"], "unknown metric 'cosine'")
+    _fails(capsys, [*base, "--threshold-policy", "precision:0.9"], "unknown threshold policy")
+    _fails(capsys, [*base, "--arch", "vit"], "unknown arch 'vit'")
+    _fails(capsys, [*base, "--n-ref", "some"], "--n-ref")
+    _untouched(existing_run)
+
+
+def test_n_ref_larger_than_the_good_set(capsys, existing_run, line):
+    args = ["train", "--data", str(line), "--out", str(existing_run), "--n-ref", "100000"]
+    _fails(capsys, args, "--n-ref 100000 is larger than the", "good training images")
+    _untouched(existing_run)
+
+
+def test_empty_dataset(capsys, existing_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(capsys, ["train", "--data", str(empty), "--out", str(existing_run)], "empty")
+    _untouched(existing_run)
+
+
+def test_no_defective_images(capsys, existing_run, line, tmp_path):
+    only_good = tmp_path / "only_good"
+    shutil.copytree(line / "train" / "0", only_good / "0")
+    args = ["train", "--data", str(only_good), "--out", str(existing_run)]
+    _fails(capsys, args, "needs good (label 0) and defective", "0 defective")
+    _untouched(existing_run)
+
+
+def test_no_good_images(capsys, existing_run, line, tmp_path):
+    only_bad = tmp_path / "only_bad"
+    shutil.copytree(line / "train" / "2", only_bad / "2")
+    args = ["train", "--data", str(only_bad), "--out", str(existing_run)]
+    _fails(capsys, args, "needs good (label 0) and defective", "found 0 good")
+    _untouched(existing_run)
+
+
+def test_images_that_cannot_be_used(capsys, existing_run, line, tmp_path):
+    data = tmp_path / "broken"
+    shutil.copytree(line / "train", data)
+    (data / "0" / "truncated.png").write_bytes(b"\x89PNG\r\n")  # cannot be read or resized
+    nan = np.full((26, 36), np.nan, np.float32)
+    assert cv2.imwrite(str(data / "1" / "nan.tiff"), nan)  # float pixels with NaN
+    args = ["train", "--data", str(data), "--out", str(existing_run)]
+    err = _fails(capsys, args, "2 images cannot be used")
+    assert "truncated.png" in err or "nan.tiff" in err
+    _untouched(existing_run)
+
+
+def test_nan_and_wrong_size_arrays_are_refused():
+    from train.fit import check_images
+
+    spec = InputSpec()
+    bad = np.zeros((3, 26, 36), np.float32)
+    bad[1, 2, 3] = np.inf
+    with pytest.raises(BadInput, match="1 images hold NaN or inf"):
+        check_images(bad, spec, "arr")
+    with pytest.raises(BadInput, match="must be 26×36"):
+        check_images(np.zeros((3, 20, 20), np.uint8), spec, "arr")
+    ok = check_images(np.full((2, 26, 36), 7.0), spec, "arr")
+    assert ok.dtype == np.uint8 and ok.max() == 7
+
+
+def test_missing_data_and_bad_exclude(capsys, existing_run, line, tmp_path):
+    missing = tmp_path / "nope"
+    _fails(capsys, ["train", "--data", str(missing), "--out", str(existing_run)], "nope")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("file,label\na.png,0\n")
+    args = ["train", "--data", str(line), "--out", str(existing_run), "--exclude", str(wrong)]
+    _fails(capsys, args, "needs a 'path' column")
+    _untouched(existing_run)
+
+
+def test_train_help_and_missing_tensorflow_in_a_fresh_process(line, tmp_path):
+    """Without TensorFlow: --help works, and training says which extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['tensorflow'] = None\n"
+        "sys.modules['keras'] = None\n"
+        "from edge_runtime.cli import main\n"
+        "try:\n"
+        "    main(['train', '--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0\n"
+        f"sys.exit(main(['train', '--data', {str(line)!r}, '--out', {str(tmp_path / 'r')!r}]))\n"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "--n-ref" in proc.stdout
+    assert "needs the 'train' extra" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------ pieces
+def test_staged_dir_replaces_only_on_success(tmp_path):
+    from train.run_folder import staged_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (out / "old.txt").exists()
+    with staged_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_augment_is_seeded_and_label_preserving():
+    from train.fit import augment
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 26, 36), dtype=np.uint8)
+    a = augment(images, np.random.default_rng(1))
+    b = augment(images, np.random.default_rng(1))
+    assert a.dtype == np.uint8 and a.shape == images.shape and np.array_equal(a, b)
+    flipped = augment(images, np.random.default_rng(2), shift=0)
+    pairs = zip(flipped, images, strict=True)
+    same = [np.array_equal(f, i) or np.array_equal(f, i[::-1]) for f, i in pairs]
+    assert all(same) and not np.array_equal(flipped, images)

@@ -1,0 +1,145 @@
+"""`twinspect audit`: records whose label disagrees with their score, ranked, for a person to check.
+
+A good-labeled part far from the reference, or a defect-labeled part close to it, is either a
+hard case or a wrong label. Scores are put on one scale with a robust z-score (median and MAD
+of the good-labeled scores, so mislabeled records barely move it), and each record's
+disagreement is how far it sits on the wrong side of the run's threshold in those units:
+    good:   z − z_threshold      defect:   z_threshold − z
+Positive means the run's threshold would judge the record against its label. The top of the
+list goes to a CSV and a contact sheet; `twinspect train --exclude THAT.csv` retrains without
+the listed records.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.errors import BadInput
+from edge_runtime.preprocess import InputSpec, to_tensor
+from edge_runtime.scoring import Metric, distances
+from train.fit import GOOD, check_images
+
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
+
+
+@dataclass
+class AuditResult:
+    paths: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    z: np.ndarray
+    disagreement: np.ndarray
+    order: np.ndarray  # indices of the disagreeing records, most suspicious first
+    threshold: float
+    images: np.ndarray
+
+
+def read_run(run: Path) -> tuple[dict, InputSpec, Metric]:
+    path = run / "reference.json"
+    if not (run / "embedding.keras").is_file() or not path.is_file():
+        raise BadInput(f"{run}: not a training run (needs embedding.keras and reference.json)")
+    try:
+        ref = json.loads(path.read_text())
+        spec = InputSpec(
+            **{k: ref["input"][k] for k in ("height", "width", "channels", "scale", "layout")}
+        )
+        m = ref["metric"]
+        inv_cov = np.asarray(m["inv_cov"], float) if m["name"] == "mahalanobis" else None
+        metric = Metric(m["name"], p=float(m.get("p", 4.0)), inv_cov=inv_cov)
+        float(ref["threshold"]["value"])
+        np.asarray(ref["reference"]["vector"], float)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise BadInput(f"{path}: not a readable run reference ({type(e).__name__}: {e})") from None
+    return ref, spec, metric
+
+
+def robust_z(scores: np.ndarray, is_good: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(z, median, sigma) with median and MAD·1.4826 of the good-labeled scores."""
+    good = scores[is_good]
+    if good.size == 0:
+        raise BadInput("the audit needs good-labeled (label 0) records to set the scale")
+    med = float(np.median(good))
+    sigma = float(np.median(np.abs(good - med))) * MAD_TO_SIGMA
+    if sigma <= 0:
+        sigma = float(np.std(good)) or 1.0
+    return (scores - med) / sigma, med, sigma
+
+
+def audit(run: str | Path, data: str) -> AuditResult:
+    from edge_runtime.datasets import load_labeled
+    from train.model import load_model
+
+    run = Path(run)
+    ref, spec, metric = read_run(run)
+    loaded = load_labeled(data, spec=spec)
+    images = check_images(loaded.images, spec, data)
+    if images.shape[0] == 0:
+        raise BadInput(f"{data}: no labeled images found")
+    labels = np.asarray([str(v) for v in loaded.labels])
+    paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
+    embedding = load_model(run / "embedding.keras")
+    emb = embedding.predict(to_tensor(images, spec), batch_size=512, verbose=0)
+    scores = distances(emb, np.asarray(ref["reference"]["vector"], float), metric)
+    is_good = labels == GOOD
+    z, med, sigma = robust_z(scores, is_good)
+    threshold = float(ref["threshold"]["value"])
+    z_thr = (threshold - med) / sigma
+    disagreement = np.where(is_good, z - z_thr, z_thr - z)
+    cand = np.flatnonzero(disagreement > 0)
+    order = cand[np.argsort(-disagreement[cand], kind="stable")]
+    return AuditResult(paths, labels, scores, z, disagreement, order, threshold, images)
+
+
+def write_csv(res: AuditResult, path: Path, top: int) -> np.ndarray:
+    sel = res.order if top <= 0 else res.order[:top]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["rank", "path", "label", "score", "robust_z", "disagreement", "why"])
+        for rank, i in enumerate(sel, 1):
+            why = "good far from reference" if res.labels[i] == GOOD else "defect near reference"
+            w.writerow(
+                [
+                    rank,
+                    res.paths[i],
+                    res.labels[i],
+                    f"{res.scores[i]:.6g}",
+                    f"{res.z[i]:.3f}",
+                    f"{res.disagreement[i]:.3f}",
+                    why,
+                ]
+            )
+    os.replace(tmp, path)
+    return sel
+
+
+def contact_sheet(res: AuditResult, sel: np.ndarray, path: Path, max_images: int = 60) -> None:
+    from train.report import _plt
+
+    plt = _plt()
+    sel = sel[:max_images]
+    cols = 10
+    rows = max(1, -(-sel.size // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.25), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, i in enumerate(sel):
+        ax = axes.ravel()[k]
+        ax.imshow(res.images[i], cmap="gray", vmin=0, vmax=255)
+        color = "tab:red" if res.labels[i] == GOOD else "tab:blue"
+        ax.set_title(f"#{k + 1} lab {res.labels[i]}\nz {res.z[i]:.1f}", fontsize=7, color=color)
+    fig.suptitle(
+        "Audit: labels that disagree with the score (red: labeled good but far, "
+        "blue: labeled defect but near)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,437 @@
+"""`twinspect train`, the work: data → split → twin network → reference → threshold → figures.
+
+Every figure is computed on data the network did not train on (the validation split, and the
+held-out defect type when there is one). The scoring, evaluation and calibration come from
+edge_runtime, so training, export and the line judge a part the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edge_runtime.calibration import Policy, choose_threshold
+from edge_runtime.errors import BadInput
+from edge_runtime.evaluation import at_threshold, auroc, report
+from edge_runtime.preprocess import InputSpec, to_tensor
+from edge_runtime.scoring import Metric, distances, fit_inv_cov
+from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
+
+GOOD = "0"
+ARCHS = ("mlp", "cnn")  # train.model.ARCHS, without importing TensorFlow
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH = 128
+DEFAULT_N_REF = 30
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; stored in config.json as is."""
+
+    data: str
+    out: str
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH
+    seed: int = 0
+    arch: str = "cnn"  # measured better than the reference mlp; see the report
+    metric: str = "minkowski"
+    p: float = 4.0
+    n_ref: int | None = DEFAULT_N_REF  # None = every good training image
+    threshold_policy: str = "recall:0.99"
+    val_fraction: float = 0.2
+    holdout_defect: str | None = None
+    exclude: str | None = None
+    learning_rate: float = 1e-3
+    augment: bool | None = None  # None: on for cnn, off for mlp (where it does not help)
+    quiet: bool = False
+
+    def check(self) -> Policy:
+        """Refuse bad settings before any data is read or TensorFlow imported."""
+        if self.arch not in ARCHS:
+            raise BadInput(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        Metric(self.metric, p=self.p, inv_cov=np.eye(1) if self.metric == "mahalanobis" else None)
+        policy = Policy.parse(self.threshold_policy)
+        if self.epochs < 1:
+            raise BadInput(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.n_ref is not None and self.n_ref < 1:
+            raise BadInput(f"--n-ref must be a positive number or 'all', got {self.n_ref}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise BadInput(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.augment is None:
+            self.augment = self.arch == "cnn"
+        if self.learning_rate <= 0:
+            raise BadInput(f"--learning-rate must be positive, got {self.learning_rate}")
+        return policy
+
+
+@dataclass
+class Dataset:
+    """The labeled images training uses, after exclusion, with the split and the hold-out."""
+
+    images: np.ndarray  # uint8 N×H×W
+    labels: np.ndarray  # str
+    paths: np.ndarray  # str
+    source: str
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    holdout_idx: np.ndarray  # images of the held-out defect type (empty without one)
+    excluded: int = 0
+    skipped: int = 0
+    sha256: str = ""
+
+    @property
+    def is_defect(self) -> np.ndarray:
+        return self.labels != GOOD
+
+
+@dataclass
+class Result:
+    """What a run produced, in memory; run_folder writes it out."""
+
+    config: TrainConfig
+    spec: InputSpec
+    data: Dataset
+    twin: object
+    embedding: object
+    history: dict[str, list[float]]
+    reference: np.ndarray
+    ref_paths: list[str]
+    metric: Metric
+    threshold: float
+    val_scores: np.ndarray
+    metrics: dict
+    pair_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pair_labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    train_seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------ data
+def data_list_sha256(paths: np.ndarray, labels: np.ndarray) -> str:
+    """Hash of the sorted 'path<TAB>label' lines: which records, with which labels."""
+    lines = sorted(f"{p}\t{lab}" for p, lab in zip(paths.tolist(), labels.tolist(), strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def paths_sha256(paths: list[str]) -> str:
+    """The sidecar's images_sha256: SHA-256 of the newline-joined sorted paths."""
+    return hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()
+
+
+def read_exclude(path: str) -> set[str]:
+    """Paths listed in the `path` column of a CSV (e.g. the one `twinspect audit` writes)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise BadInput(f"--exclude {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BadInput(f"--exclude {path}: not a readable CSV ({e})") from None
+    if rows and "path" not in rows[0]:
+        raise BadInput(f"--exclude {path}: needs a 'path' column (as `twinspect audit` writes)")
+    return {_key(r["path"]) for r in rows if r.get("path")}
+
+
+def _key(path: str) -> str:
+    """Paths are matched absolute, so an audit run from elsewhere still lines up."""
+    return os.path.abspath(str(path))
+
+
+def check_images(images: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    """uint8 N×H×W at the model size, or one BadInput line saying what is wrong."""
+    arr = np.asarray(images)
+    if arr.ndim != 3 or arr.shape[1:] != spec.size:
+        raise BadInput(
+            f"{where}: images must be {spec.height}×{spec.width}, got an array of shape {arr.shape}"
+        )
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number):
+            raise BadInput(f"{where}: images must be numbers, got {arr.dtype}")
+        bad = ~np.isfinite(arr.astype(np.float64))
+        if bad.any():
+            raise BadInput(f"{where}: {int(bad.any(axis=(1, 2)).sum())} images hold NaN or inf")
+        if arr.min() < 0 or arr.max() > 255:
+            raise BadInput(f"{where}: pixel values must be 0..255, got {arr.min()}..{arr.max()}")
+        arr = np.rint(arr).astype(np.uint8)
+    return arr
+
+
+def load_dataset(cfg: TrainConfig, spec: InputSpec, rng: np.random.Generator) -> Dataset:
+    """Load, drop excluded records, hold out a defect type, split train/validation."""
+    from edge_runtime.datasets import load_labeled
+
+    loaded = load_labeled(cfg.data, spec=spec)  # a line folder: its train/ split
+    images = check_images(loaded.images, spec, cfg.data)
+    labels = np.asarray([str(v) for v in loaded.labels])
+    paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
+    if labels.size == 0:
+        raise BadInput(f"{cfg.data}: no labeled images found")
+    drop = read_exclude(cfg.exclude) if cfg.exclude else set()
+    unusable = [(p, why) for p, why in loaded.skipped if _key(p) not in drop]
+    if unusable:
+        p, why = unusable[0]
+        raise BadInput(
+            f"{loaded.source}: {len(unusable)} images cannot be used (first: {p}: {why}); "
+            "fix them or list them in --exclude"
+        )
+    excluded = 0
+    if cfg.exclude:
+        keep = np.array([_key(p) not in drop for p in paths.tolist()], dtype=bool)
+        excluded = int((~keep).sum())
+        if drop and excluded == 0:
+            raise BadInput(
+                f"--exclude {cfg.exclude}: none of its {len(drop)} paths are in {cfg.data} "
+                "(was it written for another dataset?)"
+            )
+        images, labels, paths = images[keep], labels[keep], paths[keep]
+    holdout = np.zeros(labels.size, dtype=bool)
+    if cfg.holdout_defect is not None:
+        if cfg.holdout_defect == GOOD:
+            raise BadInput("--holdout-defect must be a defect label, not the good label '0'")
+        holdout = labels == cfg.holdout_defect
+        if not holdout.any():
+            present = ", ".join(sorted(set(labels.tolist()) - {GOOD})) or "none"
+            raise BadInput(
+                f"--holdout-defect {cfg.holdout_defect}: no images with that label in "
+                f"{cfg.data} (defect labels present: {present})"
+            )
+    n_good = int(np.sum(labels == GOOD))
+    n_bad = int(np.sum((labels != GOOD) & ~holdout))
+    if n_good == 0 or n_bad == 0:
+        raise BadInput(
+            f"{cfg.data}: training needs good (label 0) and defective images; found {n_good} "
+            f"good and {n_bad} defective" + (" besides the held-out type" if holdout.any() else "")
+        )
+    if n_good < 4 or n_bad < 2:
+        raise BadInput(
+            f"{cfg.data}: too few images to split into training and validation "
+            f"({n_good} good, {n_bad} defective; need at least 4 and 2)"
+        )
+    rest = np.flatnonzero(~holdout)
+    tr, va = stratified_split(labels[rest], cfg.val_fraction, rng)
+    return Dataset(
+        images=images,
+        labels=labels,
+        paths=paths,
+        source=str(getattr(loaded, "source", cfg.data)),
+        train_idx=rest[tr],
+        val_idx=rest[va],
+        holdout_idx=np.flatnonzero(holdout),
+        excluded=excluded,
+        skipped=len(getattr(loaded, "skipped", []) or []),
+        sha256=data_list_sha256(paths, labels),
+    )
+
+
+# ------------------------------------------------------------------------------------ model
+def _verbosity(cfg: TrainConfig) -> int:
+    if cfg.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _pair_arrays(x: np.ndarray, idx: np.ndarray, pairs: Pairs) -> tuple[list, np.ndarray]:
+    return [x[idx[pairs.left]], x[idx[pairs.right]]], pairs.label
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 1) -> np.ndarray:
+    """Label-preserving variations of uint8 N×H×W parts: a mirror about the part's long axis
+    (the terminal is symmetric top/bottom, and so are its defects' kinds) and a shift of up to
+    `shift` pixels, the border replicated (never wrapped around)."""
+    out = np.array(images, copy=True)
+    n, h, w = out.shape
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, ::-1, :]
+    if shift > 0:
+        padded = np.pad(out, ((0, 0), (shift, shift), (shift, shift)), mode="edge")
+        dy = rng.integers(-shift, shift + 1, size=n)
+        dx = rng.integers(-shift, shift + 1, size=n)
+        for oy in range(-shift, shift + 1):
+            for ox in range(-shift, shift + 1):
+                sel = (dy == oy) & (dx == ox)
+                if sel.any():
+                    y0, x0 = shift + oy, shift + ox
+                    out[sel] = padded[sel, y0 : y0 + h, x0 : x0 + w]
+    return out
+
+
+def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, seeds) -> tuple:
+    """Train the twin on fresh random pairs every epoch; return (twin, embedding, history,
+    validation pairs)."""
+    from train import require_keras
+
+    keras = require_keras()
+    import tensorflow as tf
+
+    from train.model import ContrastiveLoss, build_embedding, build_twin
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    embedding = build_embedding(cfg.arch, spec, seed=cfg.seed)
+    twin = build_twin(embedding)
+    twin.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        loss=ContrastiveLoss(margin=1.0),
+    )
+    is_defect = data.is_defect
+    pair_rng = np.random.default_rng(seeds[0])
+    val_pairs = epoch_pairs(is_defect[data.val_idx], np.random.default_rng(seeds[1]))
+    val_x, val_y = _pair_arrays(x, data.val_idx, val_pairs)
+    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
+    verbose = _verbosity(cfg)
+    callbacks = [_progress_bar(keras, cfg.epochs)] if verbose else []
+    for epoch in range(cfg.epochs):
+        pairs = epoch_pairs(is_defect[data.train_idx], pair_rng)  # fresh pairs every epoch
+        if cfg.augment:
+            left = data.images[data.train_idx[pairs.left]]
+            right = data.images[data.train_idx[pairs.right]]
+            px = [to_tensor(augment(a, pair_rng), spec) for a in (left, right)]
+            py = pairs.label
+        else:
+            px, py = _pair_arrays(x, data.train_idx, pairs)
+        h = twin.fit(
+            px,
+            py,
+            batch_size=cfg.batch_size,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,  # the pairs come shuffled, from the seeded generator
+            validation_data=(val_x, val_y),
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        for k in history:
+            history[k].extend(float(v) for v in h.history[k])
+    return twin, embedding, history, val_pairs
+
+
+def _progress_bar(keras, total_epochs: int):
+    """Keras' progress bar, counting epochs of the whole run ("Epoch 3/20"): fit is called once
+    per epoch, with fresh pairs, so Keras alone would print "Epoch 3/3"."""
+
+    class RunProgress(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params(params)
+            self.epochs = total_epochs
+
+    return RunProgress()
+
+
+def embed(embedding, x: np.ndarray) -> np.ndarray:
+    return np.asarray(embedding.predict(x, batch_size=512, verbose=0), dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------ figures
+def summary_figures(rep: dict) -> dict:
+    """The threshold.validation block of the sidecar."""
+    keys = ("auroc", "accuracy", "f1", "escape_rate", "overkill_rate", "n_good", "n_defect")
+    return {k: rep[k] for k in keys}
+
+
+def train(cfg: TrainConfig) -> Result:
+    """The whole run, in memory. Raises BadInput before training on anything it can check."""
+    policy = cfg.check()
+    from train.model import input_spec  # imports Keras: MissingExtra without the train extra
+
+    spec = input_spec(cfg.arch)
+    seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # split, pairs, val pairs, reference
+    data = load_dataset(cfg, spec, np.random.default_rng(seeds[0]))
+    is_defect = data.is_defect
+    good_train = data.train_idx[~is_defect[data.train_idx]]
+    n_ref = good_train.size if cfg.n_ref is None else cfg.n_ref
+    if n_ref > good_train.size:
+        raise BadInput(
+            f"--n-ref {cfg.n_ref} is larger than the {good_train.size} good training images; "
+            "use a smaller number or 'all'"
+        )
+    if cfg.metric == "mahalanobis" and n_ref < 2:
+        raise BadInput("--metric mahalanobis needs --n-ref of at least 2")
+    x = to_tensor(data.images, spec)
+
+    t0 = time.perf_counter()
+    twin, embedding, history, val_pairs = fit_twin(cfg, spec, x, data, seeds[1:3])
+    train_seconds = time.perf_counter() - t0
+
+    # Reference vector: mean embedding of n_ref good training images (seeded choice).
+    ref_rng = np.random.default_rng(seeds[3])
+    ref_idx = np.sort(ref_rng.choice(good_train, size=n_ref, replace=False))
+    ref_emb = embed(embedding, x[ref_idx])
+    reference = ref_emb.mean(axis=0)
+    inv_cov = fit_inv_cov(ref_emb)[0] if cfg.metric == "mahalanobis" else None
+    metric = Metric(cfg.metric, p=cfg.p, inv_cov=inv_cov)
+
+    # Embedding-based figures on validation.
+    val_labels = data.labels[data.val_idx]
+    val_scores = distances(embed(embedding, x[data.val_idx]), reference, metric)
+    threshold = choose_threshold(val_scores, val_labels != GOOD, policy)
+    ref_report = report(val_scores, val_labels.tolist(), threshold)
+
+    # Pair-based figures (the reference notebook's other approach): twin distance of the
+    # validation pairs, good/good vs good/defect, with its own threshold by the same policy.
+    left, right = data.val_idx[val_pairs.left], data.val_idx[val_pairs.right]
+    pair_scores = np.asarray(
+        twin.predict([x[left], x[right]], batch_size=512, verbose=0), dtype=np.float64
+    ).ravel()
+    pair_labels = np.where(val_pairs.label == DIFFERENT, data.labels[right], GOOD)
+    pair_threshold = choose_threshold(pair_scores, pair_labels != GOOD, policy)
+    pair_report = report(pair_scores, pair_labels.tolist(), pair_threshold)
+
+    metrics = {
+        "arch": cfg.arch,
+        "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
+        "threshold_policy": str(policy),
+        "validation": {
+            "reference": {"policy": str(policy), **ref_report},
+            "pairs": {"policy": str(policy), **pair_report},
+        },
+        "holdout": None,
+        "loss": {"train": history["loss"], "val": history["val_loss"]},
+        "train_seconds": round(train_seconds, 2),
+        "n_train": int(data.train_idx.size),
+        "n_val": int(data.val_idx.size),
+        "n_ref": int(n_ref),
+    }
+    holdout_scores = np.zeros(0)
+    if data.holdout_idx.size:
+        holdout_scores = distances(embed(embedding, x[data.holdout_idx]), reference, metric)
+        good_val = val_scores[val_labels == GOOD]
+        s = np.r_[good_val, holdout_scores]
+        y = np.r_[np.zeros(good_val.size, bool), np.ones(holdout_scores.size, bool)]
+        at = at_threshold(s, y, threshold)
+        metrics["holdout"] = {
+            "label": cfg.holdout_defect,
+            "n": int(holdout_scores.size),
+            "auroc": auroc(s, y),
+            "escape_rate": at["escape_rate"],
+            "recall": at["recall"],
+        }
+    return Result(
+        config=cfg,
+        spec=spec,
+        data=data,
+        twin=twin,
+        embedding=embedding,
+        history=history,
+        reference=reference,
+        ref_paths=data.paths[ref_idx].tolist(),
+        metric=metric,
+        threshold=threshold,
+        val_scores=val_scores,
+        metrics=metrics,
+        pair_scores=pair_scores,
+        pair_labels=pair_labels,
+        holdout_scores=holdout_scores,
+        train_seconds=train_seconds,
+    )
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)
