@@ -301,3 +301,16 @@ def test_augment_is_seeded_and_label_preserving():
     pairs = zip(flipped, images, strict=True)
     same = [np.array_equal(f, i) or np.array_equal(f, i[::-1]) for f, i in pairs]
     assert all(same) and not np.array_equal(flipped, images)
+
+
+def test_audit_cut_agrees_with_most_labels_by_hand():
+    from train.audit import agreement_cut, robust_z
+
+    z = np.array([-1.0, 0.0, 1.0, 2.0, 15.0, 10.0, 12.0, 0.5])
+    good = np.array([True] * 5 + [False] * 3)
+    # cut 6 (between 2 and 10): one good above (15) + one defect below (0.5) = 2 wrong
+    assert agreement_cut(z, good) == pytest.approx(6.0)
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    zr, med, sigma = robust_z(scores, np.ones(5, bool))
+    assert med == 3.0 and sigma == pytest.approx(1.4826)
+    assert zr[-1] == pytest.approx(97 / 1.4826)

@@ -2,12 +2,14 @@
 
 A good-labeled part far from the reference, or a defect-labeled part close to it, is either a
 hard case or a wrong label. Scores are put on one scale with a robust z-score (median and MAD
-of the good-labeled scores, so mislabeled records barely move it), and each record's
-disagreement is how far it sits on the wrong side of the run's threshold in those units:
-    good:   z − z_threshold      defect:   z_threshold − z
-Positive means the run's threshold would judge the record against its label. The top of the
-list goes to a CSV and a contact sheet; `twinspect train --exclude THAT.csv` retrains without
-the listed records.
+of the good-labeled scores, so a few mislabeled records barely move it). The cut between "looks
+good" and "looks defective" is the z that agrees with the most labels of the audited data — not
+the run's threshold: a recall-targeted threshold is dragged into the good cluster by a handful of
+good parts labeled defect, which are exactly the records the audit is for. A record's
+disagreement is how far it sits on the wrong side of that cut, in robust z units:
+    good-labeled:   z − z_cut        defect-labeled:   z_cut − z
+The disagreeing records (disagreement > 0), most disagreeing first, go to a CSV and a contact
+sheet; `twinspect train --exclude THAT.csv` retrains without the listed records.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class AuditResult:
     z: np.ndarray
     disagreement: np.ndarray
     order: np.ndarray  # indices of the disagreeing records, most suspicious first
-    threshold: float
+    z_cut: float  # robust z separating "looks good" from "looks defective"
     images: np.ndarray
 
 
@@ -52,7 +54,6 @@ def read_run(run: Path) -> tuple[dict, InputSpec, Metric]:
         m = ref["metric"]
         inv_cov = np.asarray(m["inv_cov"], float) if m["name"] == "mahalanobis" else None
         metric = Metric(m["name"], p=float(m.get("p", 4.0)), inv_cov=inv_cov)
-        float(ref["threshold"]["value"])
         np.asarray(ref["reference"]["vector"], float)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise BadInput(f"{path}: not a readable run reference ({type(e).__name__}: {e})") from None
@@ -71,6 +72,23 @@ def robust_z(scores: np.ndarray, is_good: np.ndarray) -> tuple[np.ndarray, float
     return (scores - med) / sigma, med, sigma
 
 
+def agreement_cut(z: np.ndarray, is_good: np.ndarray) -> float:
+    """The cut (midway between two sorted z values) with the fewest records on the wrong side
+    of it: good-labeled above, defect-labeled at or below."""
+    order = np.argsort(z, kind="stable")
+    zs, good = z[order], is_good[order]
+    # cut after position k (k = 0..n): defects at or below + goods above
+    defects_below = np.r_[0, np.cumsum(~good)]
+    goods_above = good.sum() - np.r_[0, np.cumsum(good)]
+    wrong = defects_below + goods_above
+    k = int(np.argmin(wrong))
+    if k == 0:
+        return float(zs[0] - 1.0)
+    if k == zs.size:
+        return float(zs[-1] + 1.0)
+    return float((zs[k - 1] + zs[k]) / 2.0)
+
+
 def audit(run: str | Path, data: str) -> AuditResult:
     from edge_runtime.datasets import load_labeled
     from train.model import load_model
@@ -87,13 +105,12 @@ def audit(run: str | Path, data: str) -> AuditResult:
     emb = embedding.predict(to_tensor(images, spec), batch_size=512, verbose=0)
     scores = distances(emb, np.asarray(ref["reference"]["vector"], float), metric)
     is_good = labels == GOOD
-    z, med, sigma = robust_z(scores, is_good)
-    threshold = float(ref["threshold"]["value"])
-    z_thr = (threshold - med) / sigma
-    disagreement = np.where(is_good, z - z_thr, z_thr - z)
+    z = robust_z(scores, is_good)[0]
+    z_cut = agreement_cut(z, is_good)
+    disagreement = np.where(is_good, z - z_cut, z_cut - z)
     cand = np.flatnonzero(disagreement > 0)
     order = cand[np.argsort(-disagreement[cand], kind="stable")]
-    return AuditResult(paths, labels, scores, z, disagreement, order, threshold, images)
+    return AuditResult(paths, labels, scores, z, disagreement, order, z_cut, images)
 
 
 def write_csv(res: AuditResult, path: Path, top: int) -> np.ndarray:

@@ -169,8 +169,8 @@ def run_audit(args: argparse.Namespace) -> int:
     contact_sheet(res, sel, sheet)
     n_good = int((res.labels[res.order] == "0").sum())
     print(
-        f"audited {res.labels.size} records: {res.order.size} disagree with their label at the "
-        f"run's threshold ({n_good} good-labeled far from the reference, "
+        f"audited {res.labels.size} records: {res.order.size} disagree with their label at "
+        f"robust z {res.z_cut:.1f} ({n_good} good-labeled far from the reference, "
         f"{res.order.size - n_good} defect-labeled near it)"
     )
     for rank, i in enumerate(sel[:5], 1):
