@@ -167,3 +167,119 @@ def test_footprint_counts_the_edge_set_inside_the_train_set():
     assert "numpy" in edge and "onnxruntime" in edge
     assert set(edge) <= set(train)
     assert all(size > 0 for size in edge.values())
+
+
+def _fake_results(tw_auroc: float, pca_auroc: float) -> dict:
+    """The shape `train.evidence` writes, with made-up figures, for the report renderer."""
+    from train.evidence import TWINSPECT
+
+    def fig(a):
+        return {
+            "auroc": a,
+            "accuracy": 0.8,
+            "escape_rate": 0.01,
+            "overkill_rate": 0.3,
+            "per_label": {"1": {"auroc": a}},
+        }
+
+    names = [TWINSPECT, "pixel template", "PCA reconstruction", "PCA Mahalanobis"]
+    aurocs = [tw_auroc, 0.8, pca_auroc, 0.75]
+    bench = {
+        "latency_us": {
+            s: {"p50": 10.0, "p99": 20.0} for s in ("preprocess", "embed", "score", "total")
+        },
+        "throughput": {"parts_per_s": 50000.0, "parts": 640},
+        "load_ms": {"median": 5.0},
+        "edge_process": {"peak_rss_mb": 100.0, "frames": 10},
+        "keras_per_image": {"n": 5, "p50_us": 40000.0, "p99_us": 50000.0, "ratio_p50": 800},
+    }
+    v = dict.fromkeys(
+        (
+            "numpy",
+            "scipy",
+            "onnxruntime",
+            "opencv-python-headless",
+            "tensorflow-cpu",
+            "tensorflow",
+            "keras",
+            "tf2onnx",
+            "twinspect",
+        ),
+        "1.0",
+    )
+    return {
+        "plan": {"seed": 0, "quick": False},
+        "meta": {
+            "date": "today",
+            "wall_minutes": 1.0,
+            "command": "python -m train.evidence",
+            "json": "results/benchmarks.json",
+            "data": "d",
+            "training": "t",
+            "machine": {
+                "cpu": "cpu",
+                "cores": 2,
+                "memory": "1 GiB",
+                "os": "Linux",
+                "python": "3.11",
+                "versions": v,
+                "git": "abc",
+            },
+        },
+        "quality": {n: fig(a) for n, a in zip(names, aurocs, strict=True)},
+        "split": {
+            "n_test": 10,
+            "n_val": 5,
+            "n_fit": 20,
+            "n_fit_good": 12,
+            "recipe": {"epochs": 20, "batch_size": 128},
+            "settings": {},
+        },
+        "unseen": {"1": dict(zip(names, aurocs, strict=True))},
+        "difficulty": {"1": {TWINSPECT: tw_auroc, "pixel template": 0.8}},
+        "seeds": {
+            s: {
+                n: {"auroc": a, "escape_rate": 0.0, "overkill_rate": 0.5}
+                for n, a in zip(names, aurocs, strict=True)
+            }
+            for s in ("0", "1")
+        },
+        "speed": {
+            "gemm": {
+                "gemm_n": 8,
+                "gemm_gflops": 100.0,
+                "numpy_mlp_batch1_us_p50": 30.0,
+                "numpy_mlp_batch64_us_per_image_p50": 10.0,
+            },
+            "models": {"default (mlp)": {"macs": 643072, "bench": bench}},
+        },
+        "footprint": {
+            "edge_mib": 1.0,
+            "edge_dists": 4,
+            "train_mib": 2.0,
+            "train_dists": 9,
+            "largest_train": {"x": 1.0},
+        },
+        "rss": {"edge": {"peak_rss_mib": 100.0}},
+        "stages": {"all": 1.0},
+        "commands": ["twinspect eval"],
+    }
+
+
+def test_benchmarks_report_says_plainly_whether_twinspect_beats_the_baselines():
+    from train.evidence import markdown
+
+    win = markdown(_fake_results(0.99, 0.95))
+    assert "**beats** the pixel template and both PCA baselines" in win
+    assert "does not beat" not in win
+    lose = markdown(_fake_results(0.90, 0.95))
+    assert "**does not beat** PCA reconstruction (0.950)" in lose
+    for section in (
+        "## Unseen defect types",
+        "## Difficulty sweep",
+        "## Seed spread",
+        "## Speed",
+        "## Footprint",
+        "643,072 MACs",
+    ):
+        assert section in lose
