@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import BadInput
+from edge_runtime.files import write_json
 from edge_runtime.inspect_cli import add_session_arguments
 from edge_runtime.inspector import Inspector
 from edge_runtime.model import SessionOptions, load_model_dir
@@ -313,12 +314,7 @@ def _bench(args: argparse.Namespace) -> int:
     result["bench_seconds"] = time.monotonic() - t0
     print(format_result(result))
     if args.json:
-        from edge_runtime.sidecar import atomic_write_bytes
-
-        try:
-            atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
-        except OSError as e:
-            raise BadInput(f"--json {args.json}: cannot write ({e.strerror or e})") from None
+        write_json(args.json, result)
     return 0
 
 

@@ -6,12 +6,12 @@ Imports only the edge runtime (numpy, OpenCV, onnxruntime, scipy) — never trai
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from edge_runtime.errors import BadInput
+from edge_runtime.files import write_json
 from edge_runtime.preprocess import Roi
 from edge_runtime.verbs import Verb
 
@@ -251,12 +251,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(format_figures(figures))
     if args.json:
-        from edge_runtime.sidecar import atomic_write_bytes
-
-        try:
-            atomic_write_bytes(args.json, json.dumps(figures, indent=1).encode())
-        except OSError as e:
-            raise BadInput(f"--json {args.json}: cannot write ({e.strerror or e})") from None
+        write_json(args.json, figures)
         print(f"  figures written to {args.json}", file=sys.stderr)
     return 0
 

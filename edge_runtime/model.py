@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import BadModel
+from edge_runtime.files import sha256_file
 from edge_runtime.preprocess import InputSpec
 from edge_runtime.scoring import distances
-from edge_runtime.sidecar import Sidecar, sha256_file
+from edge_runtime.sidecar import Sidecar
 
 SIDECAR_NAME = "model.json"
 

@@ -6,17 +6,15 @@ runtime reads it through `load`. Every refusal names the file and the field.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge_runtime.errors import BadInput, BadModel
+from edge_runtime.files import atomic_write_bytes
 from edge_runtime.preprocess import InputSpec, Roi
 from edge_runtime.scoring import Metric
 
@@ -246,36 +244,3 @@ class _Reader:
         if arr.size == 0 or not np.all(np.isfinite(arr)):
             raise BadModel(f"{self.where}: field '{dotted}' must hold finite numbers only")
         return arr
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def stage_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` fully (fsynced) to a temporary name beside `path`; the caller renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then os.replace into place."""
-    tmp = stage_bytes(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

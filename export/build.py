@@ -21,10 +21,11 @@ import numpy as np
 from edge_runtime import __version__
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import auroc
+from edge_runtime.files import stage_bytes
 from edge_runtime.model import SIDECAR_NAME
 from edge_runtime.preprocess import InputSpec, Roi, to_tensor
 from edge_runtime.scoring import distances
-from edge_runtime.sidecar import Sidecar, stage_bytes
+from edge_runtime.sidecar import Sidecar
 from export.onnx_convert import DEFAULT_OPSET, quantize_int8, to_onnx_bytes
 
 MODEL_NAME = "model.onnx"

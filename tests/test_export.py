@@ -119,7 +119,7 @@ def test_runtime_refuses_a_bad_sidecar(untrained_model_dir, tmp_path, edit, mess
 
 
 def test_runtime_refuses_truncated_onnx(untrained_model_dir, tmp_path):
-    from edge_runtime.sidecar import sha256_file
+    from edge_runtime.files import sha256_file
 
     def truncate(d, bad):
         onnx = bad / "model.onnx"

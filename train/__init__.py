@@ -36,7 +36,7 @@ def _stderr_silenced():
 def require_keras():
     """Import Keras on the TensorFlow backend, quietly, or say which extra is missing."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with _stderr_silenced():
             import keras

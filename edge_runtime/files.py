@@ -1,0 +1,53 @@
+"""Writing files so that a crash never leaves a half-written one where a reader expects a whole
+one: stage beside the target (same filesystem), fsync, then os.replace."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from edge_runtime.errors import BadInput
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` fully (fsynced) to a temporary name beside `path`; the caller renames it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then os.replace into place."""
+    tmp = stage_bytes(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj, flag: str = "--json") -> None:
+    """Atomically write figures as JSON; an unwritable path is the user's to fix (exit 2)."""
+    try:
+        atomic_write_bytes(Path(path), json.dumps(obj, indent=1).encode())
+    except OSError as e:
+        raise BadInput(f"{flag} {path}: cannot write ({e.strerror or e})") from None
