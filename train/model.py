@@ -16,6 +16,7 @@ from keras import layers, ops  # noqa: E402
 
 ARCHS = ("mlp", "cnn")
 EMBEDDING_DIM = 128
+CNN_CHANNELS = (32, 64, 64)  # conv widths of the cnn branch
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
@@ -74,16 +75,15 @@ def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int 
         x = layers.Dense(512, activation="relu", kernel_initializer=init(seed))(inp)
         x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 1))(x)
     elif arch == "cnn":
-        x = layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(seed))(
-            inp
-        )
-        x = layers.MaxPooling2D(2)(x)
+        c1, c2, c3 = CNN_CHANNELS
+        x = inp
+        for i, c in enumerate((c1, c2)):
+            x = layers.Conv2D(
+                c, 3, padding="same", activation="relu", kernel_initializer=init(seed + i)
+            )(x)
+            x = layers.MaxPooling2D(2)(x)
         x = layers.Conv2D(
-            64, 3, padding="same", activation="relu", kernel_initializer=init(seed + 1)
-        )(x)
-        x = layers.MaxPooling2D(2)(x)
-        x = layers.Conv2D(
-            64, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)
+            c3, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)
         )(x)
         x = layers.Flatten()(x)
         x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 3))(x)
