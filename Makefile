@@ -7,7 +7,7 @@ DATA   := data/line
 RUN    := runs/default
 MODEL  := models/default
 
-.PHONY: install demo test lint format generate train export replay eval bench clean
+.PHONY: install demo test lint format generate train export replay eval bench bench-runtime clean
 
 install: $(STAMP)
 
@@ -58,9 +58,15 @@ eval: $(MODEL)/model.json
 	@mkdir -p results
 	$(BIN)/twinspect eval --model $(MODEL) --data $(DATA) --split test --json results/eval-test.json
 
-bench: $(MODEL)/model.json
+# The runtime alone, on the default model: per-stage latency, throughput, load time, RSS, Keras ratio.
+bench-runtime: $(MODEL)/model.json
 	@mkdir -p results
 	$(BIN)/twinspect bench --model $(MODEL) --data $(DATA)/recording --run $(RUN) --json results/bench.json
+
+# The evidence: every method side by side, unseen defects, difficulty sweep, speed, footprint.
+# Generates its own data, trains its own models (~20 min on 2 cores), writes BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python -m train.evidence --out BENCHMARKS.md
 
 demo: replay eval
 	@echo "demo done: data $(DATA), run $(RUN) (report + plots), model $(MODEL), results in results/"
