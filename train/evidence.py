@@ -1209,8 +1209,9 @@ def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
         }
     else:
         speed["int8"] = {
-            "status": "rejected by export (too many verdict flips or AUROC drop on validation); "
-            "the fp32 model is the one that ships",
+            "status": "rejected by export ("
+            + ("; ".join(qinfo.get("rejected_because") or []) or "outside its bounds")
+            + "); the fp32 model is the one that ships",
             "quantization": qinfo,
         }
     res["speed"] = speed
