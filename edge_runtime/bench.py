@@ -146,24 +146,37 @@ def tune(model_dir: Path, frames: list[np.ndarray], roi: Roi | None, iters: int 
     return rows
 
 
+# The child reports its own high-water mark: Linux carries a parent's ru_maxrss into a forked
+# child (signal->maxrss survives exec), so wait4's figure would be the bench process's own.
+_RSS_CHILD = (
+    "import sys\n"
+    "from edge_runtime.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]\n"
+    "print('VmHWM_kB=' + (hwm[0].split()[1] if hwm else '0'), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
 def edge_rss(
     model_dir: Path, source: str, roi: Roi | None, threads: int, frames: int = 2000
 ) -> dict:
     """Peak RSS of a fresh edge-only `twinspect run` process over up to `frames` frames."""
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(model_dir)]
-    cmd += ["--source", source, "--out", os.devnull, "--max-frames", str(frames)]
-    cmd += ["--threads", str(threads)]
+    args = ["run", "--model", str(model_dir), "--source", source, "--out", os.devnull]
+    args += ["--max-frames", str(frames), "--threads", str(threads)]
     if roi is not None:
-        cmd += ["--roi", f"{roi.x},{roi.y},{roi.w},{roi.h}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    if proc.returncode != 0:
-        return {"error": f"edge run exited {proc.returncode}: {err.splitlines()[-1:] or ''}"}
-    return {"peak_rss_mb": usage.ru_maxrss / 1024.0, "frames": frames, "command": " ".join(cmd)}
+        args += ["--roi", f"{roi.x},{roi.y},{roi.w},{roi.h}"]
+    cmd = [sys.executable, "-c", _RSS_CHILD, *args]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    err = proc.stderr.decode(errors="replace").strip().splitlines()
+    hwm = [line for line in err if line.startswith("VmHWM_kB=")]
+    if proc.returncode != 0 or not hwm:
+        return {"error": f"edge run exited {proc.returncode}: {err[-1:] or ''}"}
+    return {
+        "peak_rss_mb": int(hwm[-1].split("=")[1]) / 1024.0,
+        "frames": frames,
+        "command": "twinspect " + " ".join(args),
+    }
 
 
 def keras_reference(run_dir: Path, patches: np.ndarray, n: int) -> dict:
