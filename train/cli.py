@@ -74,7 +74,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="mirror and ±1 px shifts of training images (default: on for cnn, off for mlp)",
+        help="mirror training images top/bottom (default: on for cnn, off for mlp)",
     )
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default 0.001)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")

@@ -938,7 +938,7 @@ def markdown(res: dict) -> str:
 
 def _describe(res: dict) -> str:
     d = res.get("twinspect_default") or {}
-    aug = ", mirror/shift augmentation" if d.get("augment") else ""
+    aug = ", mirror augmentation" if d.get("augment") else ""
     return f"{d.get('arch', '?')} twin, {d.get('epochs', '?')} epochs{aug}"
 
 

@@ -242,10 +242,12 @@ def _pair_arrays(x: np.ndarray, idx: np.ndarray, pairs: Pairs) -> tuple[list, np
     return [x[idx[pairs.left]], x[idx[pairs.right]]], pairs.label
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 1) -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 0) -> np.ndarray:
     """Label-preserving variations of uint8 N×H×W parts: a mirror about the part's long axis
-    (the terminal is symmetric top/bottom, and so are its defects' kinds) and a shift of up to
-    `shift` pixels, the border replicated (never wrapped around)."""
+    (the terminal is symmetric top/bottom, and so are its defects' kinds), and optionally a shift
+    of up to `shift` pixels, border replicated. Shifts are off by default: they taught the
+    network to ignore the geometric defects (held-out bent tongue AUROC 0.85 with ±1 px shifts,
+    0.95 without) and made the accuracy at recall:0.99 depend on the seed."""
     out = np.array(images, copy=True)
     n, h, w = out.shape
     flip = rng.random(n) < 0.5

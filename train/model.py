@@ -16,7 +16,10 @@ from keras import layers, ops  # noqa: E402
 
 ARCHS = ("mlp", "cnn")
 EMBEDDING_DIM = 128
-CNN_CHANNELS = (32, 64, 64)  # conv widths of the cnn branch
+# cnn branch: conv widths, and no hidden dense layer — the 6×9×32 feature map goes straight
+# into the linear embedding. Chosen by a measured search (README): a hidden Dense(256) after
+# slim convs cost accuracy, wider convs cost latency (7.5 M → 1.9 M multiply-adds, ~36 µs).
+CNN_CHANNELS = (16, 32, 32)
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
@@ -86,7 +89,6 @@ def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int 
             c3, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)
         )(x)
         x = layers.Flatten()(x)
-        x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 3))(x)
     else:
         raise ValueError(f"unknown arch {arch!r}")
     out = layers.Dense(EMBEDDING_DIM, name="embedding", kernel_initializer=init(seed + 7))(x)
