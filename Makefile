@@ -7,7 +7,7 @@ DATA   := data/line
 RUN    := runs/default
 MODEL  := models/default
 
-.PHONY: install demo test lint format generate train export replay eval bench bench-runtime clean
+.PHONY: install demo test lint format generate train export replay eval bench bench-runtime edge-check clean
 
 install: $(STAMP)
 
@@ -71,5 +71,19 @@ bench: $(STAMP)
 demo: replay eval
 	@echo "demo done: data $(DATA), run $(RUN) (report + plots), model $(MODEL), results in results/"
 
+# A line PC's install: base dependencies only (no TensorFlow), judging the default recording.
+EDGE := .venv-edge
+edge-check: $(MODEL)/model.json
+	rm -rf $(EDGE) && $(PYTHON) -m venv $(EDGE)
+	$(EDGE)/bin/python -m pip install --quiet --upgrade pip
+	$(EDGE)/bin/python -m pip install --quiet .
+	@if $(EDGE)/bin/python -c "import tensorflow" 2>/dev/null; then echo "edge-check: TensorFlow is in the edge install"; exit 1; fi
+	$(EDGE)/bin/twinspect --help > /dev/null
+	$(EDGE)/bin/twinspect run --model $(MODEL) --source $(DATA)/recording --out /dev/null
+	$(EDGE)/bin/twinspect eval --model $(MODEL) --data $(DATA)/recording
+	@$(EDGE)/bin/twinspect train --data $(DATA) --out $(EDGE)/run; rc=$$?; \
+	  if [ $$rc -ne 2 ]; then echo "edge-check: train without TensorFlow exited $$rc, expected 2"; exit 1; fi
+	@echo "edge-check: the base install judges parts without TensorFlow"
+
 clean:
-	rm -rf data runs models results
+	rm -rf data runs models results .venv-edge
