@@ -25,13 +25,14 @@ from time import perf_counter_ns
 import cv2
 import numpy as np
 
+from edge_runtime.datasets import IMAGE_EXTS
 from edge_runtime.errors import BadInput
 from edge_runtime.files import write_json
 from edge_runtime.inspect_cli import add_session_arguments
 from edge_runtime.inspector import Inspector
 from edge_runtime.model import SessionOptions, load_model_dir
 from edge_runtime.preprocess import Roi, prepare
-from edge_runtime.sources import IMAGE_EXTS, Frame, open_source, read_image
+from edge_runtime.sources import Frame, open_source, read_image
 from edge_runtime.verbs import Verb
 
 TARGETS = {"p50_us": 100.0, "p99_us": 250.0, "batch64_per_s": 20000.0, "keras_ratio": 100.0}

@@ -31,7 +31,7 @@ from edge_runtime.preprocess import InputSpec, Roi, prepare
 GOOD_NAMES = {"0", "good", "ok"}  # normalized to label "0"
 GOOD = "0"
 SPLITS = ("train", "test")
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 PARQUET_COLUMNS = ("label", "image")  # required; "dirname" is optional
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -63,26 +63,36 @@ class LabeledImages:
 Record = tuple[str, str, Callable[[], np.ndarray]]
 
 
-def _decode(buf: bytes | np.ndarray) -> np.ndarray:
+def decode_image(buf: bytes | np.ndarray) -> np.ndarray:
+    """Decode image bytes as stored (gray, BGR, BGRA or 16-bit); ValueError if they are not one."""
     arr = np.frombuffer(buf, np.uint8) if isinstance(buf, bytes | bytearray) else buf
-    img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if arr.size else None
-    if img is None:
+    try:
+        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if arr.size else None
+    except cv2.error:
+        img = None
+    if img is None or img.size == 0:
         raise ValueError("not a readable image")
     return img
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """The one image-file reader (datasets and the runtime's folder sources): OSError when the
+    file cannot be read, ValueError when it is not an image."""
+    return decode_image(np.fromfile(path, np.uint8))
 
 
 def _read_file(path: Path) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
         try:
-            data = np.fromfile(path, np.uint8)
+            return read_image_file(path)
         except OSError as e:
             raise ValueError(f"cannot read file: {e.strerror or e}") from None
-        return _decode(data)
 
     return read
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """Image files in a folder, sorted by name; hidden files (._*, .DS_Store) left out."""
     return sorted(
         p
         for p in folder.iterdir()
@@ -101,9 +111,9 @@ def _folder_records(folder: Path) -> list[Record]:
     records: list[Record] = []
     for sub in _subdirs(folder):
         label = normalize_label(sub.name)
-        records += [(str(p), label, _read_file(p)) for p in _image_files(sub)]
+        records += [(str(p), label, _read_file(p)) for p in image_files(sub)]
     if not records:
-        loose = _image_files(folder)
+        loose = image_files(folder)
         hint = (
             f" ({len(loose)} images lie directly in it; put them in <label>/ subfolders)"
             if loose
@@ -149,7 +159,7 @@ def _parquet_records(file: Path) -> list[Record]:
         def read(data=data) -> np.ndarray:
             if not data:
                 raise ValueError("no image bytes")
-            return _decode(bytes(data))
+            return decode_image(bytes(data))
 
         records.append((f"{file}#{i}", normalize_label("" if lab is None else lab), read))
     if not records:
@@ -176,7 +186,7 @@ def _is_recording(folder: Path) -> bool:
 
 def _recording_records(folder: Path) -> list[Record]:
     frames = {}
-    for p in _image_files(folder / "frames"):
+    for p in image_files(folder / "frames"):
         if p.stem.isdigit():
             frames[int(p.stem)] = p
     csv_path = folder / "labels.csv"
@@ -203,7 +213,7 @@ def _recording_records(folder: Path) -> list[Record]:
     return sorted(records, key=lambda r: r[0])
 
 
-def _recording_roi(folder: Path) -> Roi:
+def recording_roi(folder: Path) -> Roi:
     roi_path = folder / "roi.json"
     if not roi_path.is_file():
         raise BadInput(f"{folder}: a recording needs roi.json (or pass the ROI explicitly)")
@@ -243,7 +253,7 @@ def _hub_records(hub_id: str, split: str | None) -> list[Record]:
 
         def read(img=row["image"]) -> np.ndarray:
             if isinstance(img, dict):
-                return _decode(bytes(img.get("bytes") or b""))
+                return decode_image(bytes(img.get("bytes") or b""))
             arr = np.asarray(img)  # a PIL image: RGB(A) channel order
             if arr.ndim == 3 and arr.shape[2] in (3, 4):
                 arr = np.ascontiguousarray(arr[:, :, [2, 1, 0]])
@@ -273,7 +283,7 @@ def _resolve(path: str | Path, split: str | None) -> tuple[list[Record], Roi | N
     if split == "recording" and _is_recording(p / "recording"):
         p = p / "recording"
     if _is_recording(p):
-        return _recording_records(p), _recording_roi(p), str(p)
+        return _recording_records(p), recording_roi(p), str(p)
 
     have = [s for s in SPLITS if (p / s).is_dir() or _split_parquet(p, s) is not None]
     if have:

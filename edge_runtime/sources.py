@@ -20,7 +20,6 @@ reconnected with bounded exponential backoff.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import re
 import threading
@@ -32,10 +31,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_runtime.datasets import IMAGE_EXTS, image_files, read_image_file, recording_roi
 from edge_runtime.errors import BadInput, RunFailed
 from edge_runtime.preprocess import Roi
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"}
 VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".mjpeg"}
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -96,20 +95,13 @@ class Source:
 
 # ------------------------------------------------------------------------------- image files
 def read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """Decode one image file as stored (gray, BGR, BGRA or 16-bit); (None, reason) on failure."""
+    """Decode one image file as stored; (None, reason) on failure, for an ERROR record."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        return read_image_file(path), None
     except OSError as e:
         return None, f"cannot read {path.name}: {e.strerror or e}"
-    if data.size == 0:
-        return None, f"cannot decode {path.name}: empty file"
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        return None, f"cannot decode {path.name}: not a readable image"
-    return image, None
+    except ValueError as e:
+        return None, f"cannot decode {path.name}: {e}"
 
 
 class ImageFiles(Source):
@@ -397,26 +389,11 @@ class LiveCapture(Source):
 
 
 # ------------------------------------------------------------------------------- opening
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-
-
-def _recording_roi(folder: Path) -> Roi:
-    path = folder / "roi.json"
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInput(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise BadInput(f"{path}: expected an object with x, y, w, h")
-    return Roi.from_dict(d, where=str(path))
-
-
 def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
-    roi = _recording_roi(folder)
+    roi = recording_roi(folder)
     frames = folder / "frames"
     if frames.is_dir() and not live:
-        return ImageFiles(_images_in(frames), str(folder), "recording", default_roi=roi)
+        return ImageFiles(image_files(frames), str(folder), "recording", default_roi=roi)
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTS)
     if not videos:
         raise BadInput(f"{folder}: a recording needs frames/ or a video beside roi.json")
@@ -442,7 +419,7 @@ def open_source(text: str, live: bool = False, reconnect: Reconnect | None = Non
                 return _recording(path, reconnect, live)
             if (path / "recording" / "roi.json").is_file():  # the folder `generate` wrote
                 return _recording(path / "recording", reconnect, live)
-            images = _images_in(path)
+            images = image_files(path)
             if not images:
                 raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
             return ImageFiles(images, str(path), "folder")
