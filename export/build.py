@@ -9,7 +9,6 @@ leaves a pair whose hashes disagree, which the runtime refuses, and re-running e
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -18,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import __version__
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import auroc
 from edge_runtime.files import stage_bytes
 from edge_runtime.model import SIDECAR_NAME
-from edge_runtime.preprocess import InputSpec, Roi, to_tensor
+from edge_runtime.preprocess import Roi, to_tensor
 from edge_runtime.scoring import distances
 from edge_runtime.sidecar import Sidecar
 from export.onnx_convert import DEFAULT_OPSET, quantize_int8, to_onnx_bytes
@@ -46,22 +44,17 @@ class ExportResult:
     onnx_bytes: int
 
 
-def _read_run(run_dir: Path) -> tuple[dict, dict]:
-    need = ["embedding.keras", "reference.json", "validation.npz"]
+def _read_validation(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise BadInput(f"{run_dir}: no such training run folder (made by 'twinspect train')")
-    for name in need:
+    for name in ("embedding.keras", "reference.json", "validation.npz"):
         if not (run_dir / name).is_file():
             raise BadInput(f"{run_dir / name}: missing; is {run_dir} a complete training run?")
-    try:
-        ref = json.loads((run_dir / "reference.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInput(f"{run_dir / 'reference.json'}: not readable JSON ({e})") from None
     with np.load(run_dir / "validation.npz", allow_pickle=False) as z:
         val = {k: z[k] for k in z.files}
     if "images" not in val or "labels" not in val or val["images"].ndim != 3:
         raise BadInput(f"{run_dir / 'validation.npz'}: needs uint8 'images' N×H×W and 'labels'")
-    return ref, val
+    return val
 
 
 def parity_images(images: np.ndarray, n: int = MIN_PARITY_IMAGES) -> np.ndarray:
@@ -104,33 +97,20 @@ def export_run(
     log=print,
 ) -> ExportResult:
     from train.model import load_model  # TensorFlow: only on the export path
+    from train.run_folder import read_reference
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    ref, val = _read_run(run_dir)
-    try:
-        spec = InputSpec(
-            **{k: ref["input"][k] for k in ("height", "width", "channels", "scale", "layout")}
-        )
-    except (KeyError, TypeError) as e:
-        raise BadInput(f"{run_dir / 'reference.json'}: bad 'input' section ({e})") from None
+    val = _read_validation(run_dir)
+    # The run's reference, metric, threshold and input spec, through the sidecar schema; the
+    # model hash and parity are filled in below.
+    sidecar = read_reference(run_dir)
+    sidecar.created = datetime.now(UTC).isoformat(timespec="seconds")
+    if roi is not None:
+        sidecar.roi = roi
+    spec = sidecar.input
     embedding = load_model(run_dir / "embedding.keras")
     log(f"export: converting {run_dir / 'embedding.keras'} to ONNX (opset {opset})")
     onnx_fp32 = to_onnx_bytes(embedding, spec, opset)
-
-    # Build the sidecar through the runtime's schema; the hash is filled in below.
-    draft = {
-        **{k: ref[k] for k in ("arch", "reference", "metric", "threshold", "labels", "training")},
-        "input": {**ref["input"], "name": "image"},
-        "roi": roi.to_dict() if roi is not None else ref.get("roi"),
-        "schema_version": 1,
-        "model_file": MODEL_NAME,
-        "model_sha256": "",
-        "output": {"name": "embedding", "dim": len(ref["reference"]["vector"])},
-        "parity": {},
-        "package_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    sidecar = Sidecar.from_dict(draft, where=str(run_dir / "reference.json"))
     threshold = sidecar.threshold.value
     reference, metric = sidecar.reference.vector, sidecar.metric
 

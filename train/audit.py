@@ -15,7 +15,6 @@ sheet; `twinspect train --exclude THAT.csv` retrains without the listed records.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import BadInput
-from edge_runtime.preprocess import InputSpec, to_tensor
-from edge_runtime.scoring import Metric, distances
+from edge_runtime.preprocess import to_tensor
+from edge_runtime.scoring import distances
+from edge_runtime.sidecar import Sidecar
 from train.fit import GOOD, check_images
+from train.run_folder import read_reference
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
 
@@ -42,22 +43,10 @@ class AuditResult:
     images: np.ndarray
 
 
-def read_run(run: Path) -> tuple[dict, InputSpec, Metric]:
-    path = run / "reference.json"
-    if not (run / "embedding.keras").is_file() or not path.is_file():
+def read_run(run: Path) -> Sidecar:
+    if not (run / "embedding.keras").is_file():
         raise BadInput(f"{run}: not a training run (needs embedding.keras and reference.json)")
-    try:
-        ref = json.loads(path.read_text())
-        spec = InputSpec(
-            **{k: ref["input"][k] for k in ("height", "width", "channels", "scale", "layout")}
-        )
-        m = ref["metric"]
-        inv_cov = np.asarray(m["inv_cov"], float) if m["name"] == "mahalanobis" else None
-        metric = Metric(m["name"], p=float(m.get("p", 4.0)), inv_cov=inv_cov)
-        np.asarray(ref["reference"]["vector"], float)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise BadInput(f"{path}: not a readable run reference ({type(e).__name__}: {e})") from None
-    return ref, spec, metric
+    return read_reference(run)
 
 
 def robust_z(scores: np.ndarray, is_good: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -94,7 +83,8 @@ def audit(run: str | Path, data: str) -> AuditResult:
     from train.model import load_model
 
     run = Path(run)
-    ref, spec, metric = read_run(run)
+    ref = read_run(run)
+    spec = ref.input
     loaded = load_labeled(data, spec=spec)
     images = check_images(loaded.images, spec, data)
     if images.shape[0] == 0:
@@ -103,7 +93,7 @@ def audit(run: str | Path, data: str) -> AuditResult:
     paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
     embedding = load_model(run / "embedding.keras")
     emb = embedding.predict(to_tensor(images, spec), batch_size=512, verbose=0)
-    scores = distances(emb, np.asarray(ref["reference"]["vector"], float), metric)
+    scores = distances(emb, ref.reference.vector, ref.metric)
     is_good = labels == GOOD
     z = robust_z(scores, is_good)[0]
     z_cut = agreement_cut(z, is_good)

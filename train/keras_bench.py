@@ -22,17 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     args = p.parse_args(argv)
 
-    from edge_runtime.preprocess import InputSpec, to_tensor
-    from train.model import input_spec, load_model
+    from edge_runtime.preprocess import to_tensor
+    from train.model import load_model
+    from train.run_folder import read_reference
 
-    ref = json.loads((args.run / "reference.json").read_text())
+    spec = read_reference(args.run).input
     model = load_model(args.run / "embedding.keras")
-    fields = ("height", "width", "channels", "scale", "layout")
-    spec = (
-        InputSpec(**{k: ref["input"][k] for k in fields})
-        if isinstance(ref.get("input"), dict)
-        else input_spec(ref["arch"])
-    )
     patches = np.load(args.patches)
     times = []
     for i in range(args.warmup + args.n):

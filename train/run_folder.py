@@ -26,8 +26,58 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.errors import BadInput
+from edge_runtime.errors import BadInput, BadModel
+from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar
 from train.fit import GOOD, Result, config_dict, paths_sha256, summary_figures
+
+REFERENCE_SECTIONS = (
+    "arch",
+    "input",
+    "roi",
+    "reference",
+    "metric",
+    "threshold",
+    "labels",
+    "training",
+)
+
+
+def read_reference(run: str | Path) -> Sidecar:
+    """RUN/reference.json read through the sidecar schema, the one reader of these sections, so
+    training, audit and export agree on every field. The model fields (hash, parity) are left
+    empty for export to fill in."""
+    path = Path(run) / "reference.json"
+    try:
+        ref = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(
+            f"{path}: missing; is {run} a training run (from 'twinspect train')?"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(ref, dict):
+        raise BadInput(f"{path}: expected a JSON object, got {type(ref).__name__}")
+    draft = {k: ref[k] for k in REFERENCE_SECTIONS if k in ref}
+    if isinstance(draft.get("input"), dict):
+        draft["input"] = {"name": "image", **draft["input"]}
+    vector = (
+        (ref.get("reference") or {}).get("vector")
+        if isinstance(ref.get("reference"), dict)
+        else None
+    )
+    draft.update(
+        schema_version=SCHEMA_VERSION,
+        model_file="model.onnx",
+        model_sha256="",
+        output={"name": "embedding", "dim": len(vector) if isinstance(vector, list) else 0},
+        parity={},
+        package_version=__version__,
+        created="",
+    )
+    try:
+        return Sidecar.from_dict(draft, where=str(path))
+    except BadModel as e:  # a run folder is input to train/export/audit, not a line model
+        raise BadInput(str(e)) from None
 
 
 @contextlib.contextmanager
