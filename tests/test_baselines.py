@@ -193,20 +193,9 @@ def _fake_results(tw_auroc: float, pca_auroc: float) -> dict:
         "edge_process": {"peak_rss_mb": 100.0, "frames": 10},
         "keras_per_image": {"n": 5, "p50_us": 40000.0, "p99_us": 50000.0, "ratio_p50": 800},
     }
-    v = dict.fromkeys(
-        (
-            "numpy",
-            "scipy",
-            "onnxruntime",
-            "opencv-python-headless",
-            "tensorflow-cpu",
-            "tensorflow",
-            "keras",
-            "tf2onnx",
-            "twinspect",
-        ),
-        "1.0",
-    )
+    from train.evidence import VERSIONED
+
+    v = dict.fromkeys(VERSIONED, "1.0")
     return {
         "plan": {"seed": 0, "quick": False},
         "meta": {

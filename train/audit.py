@@ -25,7 +25,7 @@ from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import to_tensor
 from edge_runtime.scoring import distances
 from edge_runtime.sidecar import Sidecar
-from train.fit import GOOD, check_images
+from train.fit import GOOD, check_images, embed
 from train.run_folder import read_reference
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
@@ -92,7 +92,7 @@ def audit(run: str | Path, data: str) -> AuditResult:
     labels = np.asarray([str(v) for v in loaded.labels])
     paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
     embedding = load_model(run / "embedding.keras")
-    emb = embedding.predict(to_tensor(images, spec), batch_size=512, verbose=0)
+    emb = embed(embedding, to_tensor(images, spec))
     scores = distances(emb, ref.reference.vector, ref.metric)
     is_good = labels == GOOD
     z = robust_z(scores, is_good)[0]

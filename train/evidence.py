@@ -49,6 +49,19 @@ TWINSPECT_MLP = "twinspect --arch mlp (ONNX, edge runtime)"
 RECIPE_PAIR = "reference recipe, pair-based"
 RECIPE_EMB = "reference recipe, 30-image reference"
 
+# Distributions whose versions head BENCHMARKS.md.
+VERSIONED = (
+    "numpy",
+    "scipy",
+    "onnxruntime",
+    "opencv-python-headless",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "twinspect",
+)
+
 
 # ----------------------------------------------------------------------------------- plumbing
 @dataclass
@@ -212,20 +225,7 @@ def machine() -> dict:
         "memory": mem,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "versions": {
-            d: version(d)
-            for d in (
-                "numpy",
-                "scipy",
-                "onnxruntime",
-                "opencv-python-headless",
-                "tensorflow-cpu",
-                "tensorflow",
-                "keras",
-                "tf2onnx",
-                "twinspect",
-            )
-        },
+        "versions": {d: version(d) for d in VERSIONED},
         "git": git_commit(),
     }
 
