@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from edge_runtime.errors import BadInput
+from edge_runtime.errors import BadInput, TwinspectError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -51,3 +51,17 @@ def write_json(path: str | Path, obj, flag: str = "--json") -> None:
         atomic_write_bytes(Path(path), json.dumps(obj, indent=1).encode())
     except OSError as e:
         raise BadInput(f"{flag} {path}: cannot write ({e.strerror or e})") from None
+
+
+def read_json_object(path: Path, error: type[TwinspectError], missing: str) -> dict:
+    """A JSON object from `path`, or one `error` line naming the file (`missing` says what the
+    file should have been when it is absent)."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: missing ({missing})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: not readable JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise error(f"{path}: expected a JSON object, got {type(d).__name__}")
+    return d

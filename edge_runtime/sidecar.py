@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.errors import BadInput, BadModel
-from edge_runtime.files import atomic_write_bytes
+from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
 from edge_runtime.scoring import Metric
 
@@ -188,16 +188,7 @@ class Sidecar:
     @classmethod
     def load(cls, path: str | Path) -> Sidecar:
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BadModel(
-                f"{path}: missing (a model directory holds model.onnx and model.json)"
-            ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadModel(f"{path}: not readable JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise BadModel(f"{path}: expected a JSON object, got {type(d).__name__}")
+        d = read_json_object(path, BadModel, "a model directory holds model.onnx and model.json")
         return cls.from_dict(d, where=str(path))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime.errors import BadInput, BadModel
+from edge_runtime.files import read_json_object
 from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar
 from train.fit import GOOD, Result, config_dict, paths_sha256, summary_figures
 
@@ -47,16 +48,7 @@ def read_reference(run: str | Path) -> Sidecar:
     training, audit and export agree on every field. The model fields (hash, parity) are left
     empty for export to fill in."""
     path = Path(run) / "reference.json"
-    try:
-        ref = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(
-            f"{path}: missing; is {run} a training run (from 'twinspect train')?"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInput(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(ref, dict):
-        raise BadInput(f"{path}: expected a JSON object, got {type(ref).__name__}")
+    ref = read_json_object(path, BadInput, f"is {run} a training run, from 'twinspect train'?")
     draft = {k: ref[k] for k in REFERENCE_SECTIONS if k in ref}
     if isinstance(draft.get("input"), dict):
         draft["input"] = {"name": "image", **draft["input"]}
