@@ -10,6 +10,10 @@ Sources (found from PATH):
 
 Every image goes through `edge_runtime.preprocess.prepare`; records that cannot be read are listed
 in `skipped` (never silently dropped), and one clear `BadInput` names the path when nothing can be.
+
+Label names are the user's: a `labels.json` ({"label": "name", …}) or `labels.csv` (header
+`label,name`) beside the data names them; otherwise a folder name is its own name, and a bare
+number N reads "defect N" (the good label is always "good").
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import BadInput, MissingExtra
-from edge_runtime.preprocess import InputSpec, Roi, prepare
+from edge_runtime.preprocess import InputSpec, Roi, crop, is_color, prepare
 
 GOOD_NAMES = {"0", "good", "ok"}  # normalized to label "0"
 GOOD = "0"
@@ -49,6 +53,9 @@ class LabeledImages:
     paths: list[str]  # source of each image (parquet: "file.parquet#row")
     source: str  # what was loaded (path or hub id)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    raw_sizes: list[tuple[int, int]] = field(default_factory=list)  # (h, w) before fitting
+    n_color: int = 0  # images that hold colour (3+ channels, not all equal)
+    names: dict[str, str] = field(default_factory=dict)  # label → name, for every label
 
     @property
     def is_defect(self) -> np.ndarray:
@@ -305,20 +312,32 @@ def _resolve(path: str | Path, split: str | None) -> tuple[list[Record], Roi | N
     return _folder_records(p), None, str(p)
 
 
+@dataclass
+class _Seen:
+    """What loading saw of the raw images besides the prepared patches."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    n_color: int = 0
+
+
 def _prepared(
-    records: list[Record], spec: InputSpec, roi: Roi | None, skipped: list[tuple[str, str]]
+    records: list[Record], spec: InputSpec, roi: Roi | None, seen: _Seen
 ) -> Iterator[tuple[np.ndarray, str, str]]:
     for path, label, read in records:
         try:
             raw = read()
         except ValueError as e:
-            skipped.append((path, str(e)))
+            seen.skipped.append((path, str(e)))
             continue
         try:
             img = prepare(raw, spec, roi)
         except BadInput as e:
-            skipped.append((path, str(e)))
+            seen.skipped.append((path, str(e)))
             continue
+        seen.sizes.append(crop(raw, roi).shape[:2])
+        if spec.channels == 3 and is_color(crop(raw, roi)):
+            seen.n_color += 1
         yield img, label, path
 
 
@@ -331,8 +350,9 @@ def iter_labeled(
     """(uint8 H×W image, label, path) one at a time, sorted by path. Unreadable records are
     reported with a warning at the end (use `load_labeled` to get them as a list)."""
     records, src_roi, _ = _resolve(path, split)
-    skipped: list[tuple[str, str]] = []
-    yield from _prepared(records, spec, roi or src_roi, skipped)
+    seen = _Seen()
+    yield from _prepared(records, spec, roi or src_roi, seen)
+    skipped = seen.skipped
     if skipped:
         warnings.warn(
             f"{path}: skipped {len(skipped)} unreadable images (first: {skipped[0][0]}: "
@@ -350,9 +370,10 @@ def load_labeled(
 ) -> LabeledImages:
     """Load a whole dataset (one split) into memory. See the module docstring for sources."""
     records, src_roi, source = _resolve(path, split)
-    skipped: list[tuple[str, str]] = []
+    seen = _Seen()
+    skipped = seen.skipped
     images, labels, paths = [], [], []
-    for img, label, p in _prepared(records, spec, roi or src_roi, skipped):
+    for img, label, p in _prepared(records, spec, roi or src_roi, seen):
         images.append(img)
         labels.append(label)
         paths.append(p)
@@ -373,4 +394,102 @@ def load_labeled(
         paths=paths,
         source=source,
         skipped=skipped,
+        raw_sizes=seen.sizes,
+        n_color=seen.n_color,
+        names=label_names(path, set(labels)),
     )
+
+
+def image_sizes(
+    path: str | Path, split: str | None = None, roi: Roi | None = None, limit: int = 256
+) -> list[tuple[int, int]]:
+    """(h, w) of up to `limit` images spread evenly over the dataset (after the ROI crop):
+    enough to choose an input size without decoding a large dataset twice."""
+    records, src_roi, _ = _resolve(path, split)
+    step = max(1, len(records) // max(1, limit))
+    sizes = []
+    for _, _, read in records[::step][:limit]:
+        try:
+            sizes.append(crop(read(), roi or src_roi).shape[:2])
+        except (ValueError, BadInput):
+            continue
+    return sizes
+
+
+# ---- label names --------------------------------------------------------------------------
+
+NAMES_FILES = ("labels.json", "labels.csv")
+
+
+def _names_file(path: Path) -> Path | None:
+    """labels.json / labels.csv in the dataset folder, or beside the split folder it names."""
+    folders = [path] if path.is_dir() else []
+    if path.name in (*SPLITS, "recording") or path.is_file():
+        folders.append(path.parent)
+    for folder in folders:
+        for name in NAMES_FILES:
+            f = folder / name
+            if f.is_file() and not _is_recording(folder):
+                return f
+    return None
+
+
+def _read_names_file(f: Path) -> dict[str, str]:
+    try:
+        text = f.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{f}: cannot read it ({e})") from None
+    if f.suffix == ".json":
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            raise BadInput(f"{f}: not valid JSON ({e})") from None
+        if not isinstance(d, dict) or not all(isinstance(v, str) for v in d.values()):
+            raise BadInput(f'{f}: must be a JSON object of label → name, e.g. {{"1": "burr"}}')
+        return {normalize_label(k): v.strip() for k, v in d.items()}
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or [h.strip().lower() for h in rows[0]] != ["label", "name"]:
+        raise BadInput(f"{f}: header must be 'label,name', got {rows[0] if rows else 'nothing'}")
+    names = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 2:
+            raise BadInput(f"{f}:{line_no}: expected 'label,name', got {row!r}")
+        names[normalize_label(row[0])] = row[1].strip()
+    return names
+
+
+def _labels_on_disk(root: Path) -> set[str]:
+    """Every label folder of a folder dataset, over its splits (names may cover test-only
+    labels)."""
+    found: set[str] = set()
+    for base in [root, *(root / s for s in SPLITS)]:
+        if base.is_dir():
+            found |= {normalize_label(d.name) for d in _subdirs(base) if d.name not in SPLITS}
+    return found
+
+
+def default_name(label: str) -> str:
+    """A label without a names file: good → "good", a bare number N → "defect N", else itself."""
+    if label == GOOD:
+        return "good"
+    return f"defect {label}" if label.isdigit() else label
+
+
+def label_names(path: str | Path, labels: set[str]) -> dict[str, str]:
+    """label → name for every label in `labels`, from a names file beside the data when there is
+    one. A names file that names labels the data does not have is refused: it was written for
+    other data, or a folder was renamed."""
+    p = Path(path)
+    f = _names_file(p) if p.exists() else None
+    names = _read_names_file(f) if f is not None else {}
+    if f is not None:
+        known = labels | (_labels_on_disk(f.parent) if f.parent.is_dir() else set())
+        unknown = sorted(set(names) - known - {GOOD})
+        if unknown:
+            raise BadInput(
+                f"{f}: names labels that are not in the data: {', '.join(unknown)} "
+                f"(label folders found: {', '.join(sorted(known)) or 'none'})"
+            )
+    return {lab: names.get(lab) or default_name(lab) for lab in sorted(labels)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_runtime.errors import BadInput, TwinspectError
 from edge_runtime.model import EmbeddingModel
-from edge_runtime.preprocess import Roi, prepare, to_tensor
+from edge_runtime.preprocess import Roi, crop, placement, prepare, to_tensor
 
 BLANK_STD = 1.0  # gray levels: a part always has more contrast than this; a capped lens does not
 
@@ -98,7 +98,8 @@ class Inspector:
         """The one preprocessing path, plus the blank check; raises BadInput with the reason."""
         p = prepare(image, self.spec, self.roi)
         if self.blank_std > 0:
-            std = float(cv2.meanStdDev(p)[1][0, 0])
+            y0, x0, rows, cols = placement(*crop(image, self.roi).shape[:2], self.spec)
+            std = float(cv2.meanStdDev(p[y0 : y0 + rows, x0 : x0 + cols])[1].max())
             if std < self.blank_std:
                 raise BadInput(f"blank frame (gray std {std:.2f} < {self.blank_std:g} in the ROI)")
         return p

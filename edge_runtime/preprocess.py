@@ -1,9 +1,19 @@
 """The one preprocessing path, used by training, export and the line alike.
 
-A frame (any size, gray or BGR) becomes the model input in three pure steps: gray → crop the
-region of interest → resize to the model's input size. Cropping comes before resizing because
-resizing a whole camera frame costs milliseconds, a crop microseconds. The result stays uint8
-until `to_tensor`, so datasets can be stored compactly and scaled in one vectorized step.
+A frame (any size, gray or BGR) becomes the model input in three pure steps: crop the region of
+interest → convert to the model's colour (gray, or BGR kept) → fit it to the model's input size.
+Cropping comes first because converting or resizing a whole camera frame costs milliseconds, a
+crop microseconds. The result stays uint8 until `to_tensor`, so datasets can be stored compactly
+and scaled in one vectorized step.
+
+Fitting is part of the model, written in its sidecar, because a real part's photos rarely have
+the network's aspect ratio:
+  pad      shrink (or enlarge) to fit inside H×W with the aspect kept, centre it, fill the
+           borders with `pad_value` — nothing of the part is lost or distorted (the default);
+  crop     cut the largest centred window of the input's aspect, then resize — nothing is
+           distorted, the ends of a long part are lost;
+  stretch  resize to H×W regardless of aspect (twinspect ≤ 0.1's only behaviour; schema-1
+           sidecars mean this).
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import numpy as np
 from edge_runtime.errors import BadInput
 
 LAYOUTS = ("flat", "nhwc")
+FITS = ("pad", "crop", "stretch")
+CHANNELS = (1, 3)  # 1 = gray, 3 = BGR (OpenCV's order, as cameras and image files decode)
 
 
 @dataclass(frozen=True)
@@ -24,28 +36,42 @@ class InputSpec:
 
     height: int = 26  # rows of the model input
     width: int = 36  # columns of the model input
-    channels: int = 1  # grayscale
+    channels: int = 1  # 1 = gray, 3 = BGR
     scale: float = 1.0 / 255.0  # uint8 → float32 multiplier
-    layout: str = "flat"  # "flat": N×(H·W) for the MLP; "nhwc": N×H×W×1 for the CNN
+    layout: str = "flat"  # "flat": N×(H·W·C) for the MLP; "nhwc": N×H×W×C for the CNN
+    fit: str = "pad"  # how an input of another shape is fitted: pad | crop | stretch
+    pad_value: int = 0  # gray level of the borders `pad` adds
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise BadInput(f"input layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.height <= 0 or self.width <= 0 or self.channels != 1:
-            raise BadInput(
-                f"input must be a positive H×W grayscale size, got "
-                f"{self.height}×{self.width}×{self.channels}"
-            )
+        if self.fit not in FITS:
+            raise BadInput(f"input fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        if self.channels not in CHANNELS:
+            raise BadInput(f"input channels must be 1 (gray) or 3 (BGR), got {self.channels}")
+        if self.height <= 0 or self.width <= 0:
+            raise BadInput(f"input must be a positive H×W size, got {self.height}×{self.width}")
+        if not 0 <= self.pad_value <= 255:
+            raise BadInput(f"input pad_value must be 0..255, got {self.pad_value}")
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width)."""
         return (self.height, self.width)
 
+    @property
+    def color(self) -> str:
+        return "gray" if self.channels == 1 else "bgr"
+
+    @property
+    def patch_shape(self) -> tuple[int, ...]:
+        """Shape of one prepared uint8 patch: H×W for gray, H×W×3 for BGR."""
+        return self.size if self.channels == 1 else (*self.size, self.channels)
+
     def tensor_shape(self, n: int | None = None) -> tuple[int | None, ...]:
         """Shape of a batch of n inputs (None = dynamic batch)."""
         if self.layout == "flat":
-            return (n, self.height * self.width)
+            return (n, self.height * self.width * self.channels)
         return (n, self.height, self.width, self.channels)
 
 
@@ -113,36 +139,107 @@ def crop(image: np.ndarray, roi: Roi | None) -> np.ndarray:
     return image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w]
 
 
-def resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 (BGR) from gray, BGR or BGRA input; gray is repeated in all three."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        bgr = image
+    elif image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        bgr = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        bgr = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    else:
+        raise BadInput(f"expected a gray or BGR image, got an array of shape {image.shape}")
+    if bgr.dtype != np.uint8:
+        if bgr.dtype == np.uint16:
+            bgr = (bgr >> 8).astype(np.uint8)
+        else:
+            raise BadInput(f"expected 8-bit pixels, got {bgr.dtype}")
+    return bgr
+
+
+def is_color(image: np.ndarray) -> bool:
+    """True when an image holds colour: 3 or 4 channels that are not all equal."""
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    b, g, r = image[:, :, 0], image[:, :, 1], image[:, :, 2]
+    return not (np.array_equal(b, g) and np.array_equal(g, r))
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize to (height, width): INTER_AREA to shrink (no aliasing), bilinear to enlarge."""
     h, w = size
-    if gray.shape[:2] == (h, w):
-        return gray
-    shrinking = gray.shape[0] >= h and gray.shape[1] >= w
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = image.shape[0] >= h and image.shape[1] >= w
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(gray, (w, h), interpolation=interp)
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def placement(h: int, w: int, spec: InputSpec) -> tuple[int, int, int, int]:
+    """Where an h×w input lands in the model input under `pad`: (y0, x0, rows, cols).
+
+    The scale is the largest that fits both sides; the content is centred (odd spare pixels go
+    to the bottom/right). For `crop` and `stretch` the content fills the whole input."""
+    if spec.fit != "pad":
+        return 0, 0, spec.height, spec.width
+    s = min(spec.height / h, spec.width / w)
+    rows = min(spec.height, max(1, round(h * s)))
+    cols = min(spec.width, max(1, round(w * s)))
+    return (spec.height - rows) // 2, (spec.width - cols) // 2, rows, cols
+
+
+def crop_window(h: int, w: int, spec: InputSpec) -> tuple[int, int, int, int]:
+    """The centred window of an h×w input with the model's aspect ratio: (y0, x0, rows, cols)."""
+    target = spec.height / spec.width
+    if h / w > target:  # too tall: cut rows
+        rows = min(h, max(1, round(w * target)))
+        return (h - rows) // 2, 0, rows, w
+    cols = min(w, max(1, round(h / target)))
+    return 0, (w - cols) // 2, h, cols
+
+
+def fit(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """An image of any shape → exactly spec.height×spec.width, by the spec's fit."""
+    h, w = image.shape[:2]
+    if (h, w) == spec.size:
+        return image
+    if spec.fit == "stretch":
+        return resize(image, spec.size)
+    if spec.fit == "crop":
+        y0, x0, rows, cols = crop_window(h, w, spec)
+        return resize(image[y0 : y0 + rows, x0 : x0 + cols], spec.size)
+    y0, x0, rows, cols = placement(h, w, spec)
+    out = np.full((*spec.size, *image.shape[2:]), spec.pad_value, np.uint8)
+    out[y0 : y0 + rows, x0 : x0 + cols] = resize(image, (rows, cols))
+    return out
+
+
+def to_color(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The spec's colour: gray H×W, or BGR H×W×3."""
+    return to_gray(image) if spec.channels == 1 else to_bgr(image)
 
 
 def prepare(image: np.ndarray, spec: InputSpec, roi: Roi | None = None) -> np.ndarray:
-    """Frame → uint8 H×W model-sized patch: crop, then gray, then resize.
+    """Frame → uint8 model-sized patch (spec.patch_shape): crop, then colour, then fit.
 
-    Cropping before the gray conversion gives the same pixels (conversion is per pixel) but
+    Cropping before the colour conversion gives the same pixels (conversion is per pixel) but
     converts only the ROI: ~7 µs instead of ~185 µs on a 1280×720 BGR camera frame.
     """
-    return resize(to_gray(crop(image, roi)), spec.size)
+    return fit(to_color(crop(image, roi), spec), spec)
 
 
 def to_tensor(patches: np.ndarray, spec: InputSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """uint8 N×H×W patches → float32 model input in the spec's layout.
+    """uint8 N×H×W (gray) or N×H×W×3 (BGR) patches → float32 model input in the spec's layout.
 
     `out` lets the runtime reuse one buffer for every part instead of allocating per frame.
     """
     patches = np.asarray(patches)
-    if patches.ndim == 2:
+    if patches.ndim == len(spec.patch_shape):
         patches = patches[None]
     n = patches.shape[0]
-    if patches.shape[1:] != spec.size:
-        raise BadInput(f"expected {spec.height}×{spec.width} patches, got {patches.shape[1:]}")
+    if patches.shape[1:] != spec.patch_shape:
+        want = "×".join(map(str, spec.patch_shape))
+        raise BadInput(f"expected {want} patches, got {patches.shape[1:]}")
     shape = spec.tensor_shape(n)
     if out is None:
         out = np.empty(shape, dtype=np.float32)

@@ -18,8 +18,28 @@ from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
 from edge_runtime.scoring import Metric
 
-SCHEMA_VERSION = 1
-KNOWN_VERSIONS = (1,)
+# 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
+# A schema-1 sidecar still loads: it meant gray input stretched to the model size.
+SCHEMA_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
+
+
+def input_block(spec: InputSpec, name: str = "image") -> dict:
+    """The sidecar's `input` section: everything the line needs to turn a frame into the tensor
+    the network was trained on. Training's reference.json writes the same block."""
+    return {
+        "name": name,
+        "height": spec.height,
+        "width": spec.width,
+        "channels": spec.channels,
+        "scale": spec.scale,
+        "layout": spec.layout,
+        "dtype": "float32",
+        "color": spec.color,
+        "fit": spec.fit,
+        "pad_value": spec.pad_value,
+        "resize": "INTER_AREA (shrink) / INTER_LINEAR (enlarge), after the ROI crop",
+    }
 
 
 @dataclass
@@ -66,17 +86,7 @@ class Sidecar:
             "model_file": self.model_file,
             "model_sha256": self.model_sha256,
             "arch": self.arch,
-            "input": {
-                "name": self.input_name,
-                "height": self.input.height,
-                "width": self.input.width,
-                "channels": self.input.channels,
-                "scale": self.input.scale,
-                "layout": self.input.layout,
-                "dtype": "float32",
-                "color": "gray",
-                "resize": "INTER_AREA (shrink) / INTER_LINEAR (enlarge), after the ROI crop",
-            },
+            "input": input_block(self.input, self.input_name),
             "output": {"name": self.output_name, "dim": self.embedding_dim},
             "roi": None if self.roi is None else self.roi.to_dict(),
             "reference": {
@@ -115,6 +125,7 @@ class Sidecar:
                 f"{where}: schema_version {version} is not one this runtime knows "
                 f"({', '.join(map(str, KNOWN_VERSIONS))}); update twinspect"
             )
+        v1 = version == 1
         try:
             spec = InputSpec(
                 height=r.get("input.height", int),
@@ -122,9 +133,15 @@ class Sidecar:
                 channels=r.get("input.channels", int),
                 scale=r.get("input.scale", float),
                 layout=r.get("input.layout", str),
+                fit="stretch" if v1 else r.get("input.fit", str),
+                pad_value=0 if v1 else r.get("input.pad_value", int),
             )
         except BadInput as e:
             raise BadModel(f"{where}: field 'input': {e}") from None
+        if v1 and spec.channels != 1:
+            raise BadModel(
+                f"{where}: schema 1 has gray input only, got input.channels {spec.channels}"
+            )
         dim = r.get("output.dim", int)
         vector = r.floats("reference.vector")
         if vector.size != dim:

@@ -52,8 +52,8 @@ def _read_validation(run_dir: Path) -> dict:
             raise BadInput(f"{run_dir / name}: missing; is {run_dir} a complete training run?")
     with np.load(run_dir / "validation.npz", allow_pickle=False) as z:
         val = {k: z[k] for k in z.files}
-    if "images" not in val or "labels" not in val or val["images"].ndim != 3:
-        raise BadInput(f"{run_dir / 'validation.npz'}: needs uint8 'images' N×H×W and 'labels'")
+    if "images" not in val or "labels" not in val or val["images"].ndim not in (3, 4):
+        raise BadInput(f"{run_dir / 'validation.npz'}: needs uint8 'images' N×H×W(×C) and 'labels'")
     return val
 
 

@@ -11,11 +11,18 @@ import pytest
 
 from edge_runtime.calibration import Policy, choose_threshold
 from edge_runtime.evaluation import at_threshold, auroc
-from edge_runtime.preprocess import to_tensor
+from edge_runtime.preprocess import InputSpec, to_tensor
 from edge_runtime.scoring import Metric, distances
+from edge_runtime.sidecar import input_block
 
 
-def write_untrained_run(run_dir: Path, arch: str = "mlp", n_val: int = 64, seed: int = 0) -> Path:
+def write_untrained_run(
+    run_dir: Path,
+    arch: str = "mlp",
+    n_val: int = 64,
+    seed: int = 0,
+    spec: InputSpec | None = None,
+) -> Path:
     """A run folder in the training contract, with an untrained (randomly initialised) branch.
 
     Cheap and real: the network, the conversion and the runtime are the shipped code; only the
@@ -24,10 +31,11 @@ def write_untrained_run(run_dir: Path, arch: str = "mlp", n_val: int = 64, seed:
     from train.model import build_embedding, input_spec
 
     rng = np.random.default_rng(seed)
-    spec = input_spec(arch)
-    base = np.clip(rng.normal(90, 20, (n_val, 26, 36)), 0, 255)
+    spec = spec or input_spec(arch)
+    base = np.clip(rng.normal(90, 20, (n_val, *spec.patch_shape)), 0, 255)
     labels = np.array(["0"] * (n_val // 2) + ["1"] * (n_val - n_val // 2))
-    base[labels == "1", 10:16, 15:21] += 120
+    cy, cx = spec.height // 2, spec.width // 2
+    base[labels == "1", cy - 3 : cy + 3, cx - 3 : cx + 3] += 120
     images = np.clip(base, 0, 255).astype(np.uint8)
     emb_model = build_embedding(arch, spec, seed=seed)
     emb = emb_model.predict(to_tensor(images, spec), verbose=0)
@@ -41,13 +49,7 @@ def write_untrained_run(run_dir: Path, arch: str = "mlp", n_val: int = 64, seed:
     emb_model.save(run_dir / "embedding.keras")
     ref = {
         "arch": arch,
-        "input": {
-            "height": spec.height,
-            "width": spec.width,
-            "channels": 1,
-            "scale": spec.scale,
-            "layout": spec.layout,
-        },
+        "input": input_block(spec),
         "roi": None,
         "reference": {
             "vector": reference.tolist(),

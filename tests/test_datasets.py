@@ -234,3 +234,25 @@ def test_hub_network_failure_names_the_id(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets)
     with pytest.raises(BadInput, match=r"'someone/crimp-terminals'.*no route to host"):
         load_labeled("someone/crimp-terminals")
+
+
+def test_label_names_come_from_the_data(tmp_path):
+    from edge_runtime.datasets import label_names
+
+    img = np.full((20, 20), 128, np.uint8)
+    for label in ("good", "3", "porosity"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "train" / label / "a.png"), img)
+    data = load_labeled(tmp_path, spec=InputSpec(20, 20))
+    assert data.names == {"0": "good", "3": "defect 3", "porosity": "porosity"}
+    (tmp_path / "labels.csv").write_text("label,name\n3,bent tongue\nporosity,gas pores\n")
+    assert load_labeled(tmp_path / "train", spec=InputSpec(20, 20)).names == {
+        "0": "good",
+        "3": "bent tongue",
+        "porosity": "gas pores",
+    }
+    (tmp_path / "labels.json").write_text('{"good": "OK part", "3": "burr"}')  # json wins
+    assert label_names(tmp_path, {"0", "3"}) == {"0": "OK part", "3": "burr"}
+    (tmp_path / "labels.json").write_text('["burr"]')
+    with pytest.raises(BadInput, match="must be a JSON object of label"):
+        label_names(tmp_path, {"3"})

@@ -63,13 +63,14 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]  # no staging left
     ref = json.loads((run / "reference.json").read_text())
     assert ref["arch"] == "mlp"
-    assert ref["input"] == {
-        "height": 26,
+    assert {k: ref["input"][k] for k in ("height", "width", "channels", "layout", "fit")} == {
+        "height": 26,  # auto: the generated line's own size
         "width": 36,
         "channels": 1,
-        "scale": 1 / 255,
         "layout": "flat",
+        "fit": "pad",
     }
+    assert ref["input"]["scale"] == 1 / 255 and ref["input"]["color"] == "gray"
     assert ref["roi"] is None
     assert len(ref["reference"]["vector"]) == 128 and ref["reference"]["n"] == 20
     assert len(ref["reference"]["images_sha256"]) == 64
@@ -314,3 +315,30 @@ def test_audit_cut_agrees_with_most_labels_by_hand():
     zr, med, sigma = robust_z(scores, np.ones(5, bool))
     assert med == 3.0 and sigma == pytest.approx(1.4826)
     assert zr[-1] == pytest.approx(97 / 1.4826)
+
+
+def test_bad_geometry_and_label_files_are_one_line_each(capsys, existing_run, line, tmp_path):
+    base = ["train", "--data", str(line), "--out", str(existing_run)]
+    _fails(capsys, [*base, "--input-size", "26by36"], "--input-size must be HxW")
+    _fails(capsys, [*base, "--input-size", "8x8", "--arch", "cnn"], "too small for the cnn")
+    _fails(capsys, [*base, "--channels", "3"], "--channels 3 asks for colour", "use --channels 1")
+    named = tmp_path / "named"
+    shutil.copytree(line, named)
+    (named / "labels.json").write_text('{"0": "good", "1": "porosity", "9": "ghost"}')
+    args = ["train", "--data", str(named), "--out", str(existing_run)]
+    _fails(capsys, args, "labels.json: names labels that are not in the data: 9")
+    _untouched(existing_run)
+
+
+def test_exclude_listing_exactly_the_unreadable_files_is_accepted(tmp_path, line):
+    from train.fit import TrainConfig, load_dataset
+    from train.model import input_spec
+
+    data = tmp_path / "broken"
+    shutil.copytree(line / "train", data)
+    (data / "0" / "truncated.png").write_bytes(b"\x89PNG\r\n")
+    listed = tmp_path / "skip.csv"
+    listed.write_text(f"path\n{data / '0' / 'truncated.png'}\n")
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "r"), exclude=str(listed))
+    ds = load_dataset(cfg, input_spec("cnn"), np.random.default_rng(0))
+    assert ds.excluded == 1 and ds.labels.size == 300

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge_runtime.calibration import DEFAULT_POLICY
 from edge_runtime.errors import BadInput
+from edge_runtime.preprocess import FITS
 from edge_runtime.scoring import METRICS
 from edge_runtime.verbs import Verb
 from train.fit import ARCHS, DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_N_REF
@@ -77,6 +78,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="mirror training images top/bottom (default: on for cnn, off for mlp)",
     )
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default 0.001)")
+    p.add_argument(
+        "--input-size",
+        default="auto",
+        metavar="HxW|auto",
+        help="the network's input in pixels; auto (default) keeps the typical training image's "
+        "aspect and size, shrunk to at most 128×128 pixels of area",
+    )
+    p.add_argument(
+        "--fit",
+        default="pad",
+        choices=FITS,
+        help="images of another shape: pad (default: aspect kept, borders filled), crop "
+        "(centre window of the input's aspect) or stretch",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=1,
+        choices=(1, 3),
+        help="1 = gray (default), 3 = keep colour (BGR)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 
@@ -99,6 +121,9 @@ def run_train(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         learning_rate=args.learning_rate,
         augment=args.augment,
+        input_size=args.input_size,
+        fit=args.fit,
+        channels=args.channels,
         quiet=args.quiet,
     )
     cfg.check()  # bad settings: one line, before TensorFlow is imported
@@ -131,6 +156,7 @@ TRAIN = Verb(
     "  twinspect train --data data/line --out runs/default\n"
     "  twinspect train --data data/line --out runs/mlp --arch mlp --epochs 60\n"
     "  twinspect train --data data/line --out runs/h3 --holdout-defect 3\n"
+    "  twinspect train --data data/tile --out runs/tile --input-size 96x160 --fit crop\n"
     "  twinspect train --data data/line --out runs/clean --exclude runs/default/audit.csv",
 )
 

@@ -19,7 +19,8 @@ import numpy as np
 from edge_runtime.calibration import Policy, choose_threshold
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
-from edge_runtime.preprocess import InputSpec, to_tensor
+from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
+from edge_runtime.preprocess import FITS, InputSpec, to_tensor
 from edge_runtime.scoring import Metric, distances, fit_inv_cov
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 
@@ -49,6 +50,9 @@ class TrainConfig:
     exclude: str | None = None
     learning_rate: float = 1e-3
     augment: bool | None = None  # None: on for cnn, off for mlp (where it does not help)
+    input_size: str = "auto"  # "HxW", or "auto": from the training images (edge_runtime.geometry)
+    fit: str = "pad"  # how images of another shape become the input: pad | crop | stretch
+    channels: int = 1  # 1 = gray, 3 = colour (BGR)
     quiet: bool = False
 
     def check(self) -> Policy:
@@ -69,6 +73,11 @@ class TrainConfig:
             self.augment = self.arch == "cnn"
         if self.learning_rate <= 0:
             raise BadInput(f"--learning-rate must be positive, got {self.learning_rate}")
+        parse_input_size(self.input_size)
+        if self.fit not in FITS:
+            raise BadInput(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        if self.channels not in (1, 3):
+            raise BadInput(f"--channels must be 1 (gray) or 3 (colour), got {self.channels}")
         return policy
 
 
@@ -86,6 +95,8 @@ class Dataset:
     excluded: int = 0
     skipped: int = 0
     sha256: str = ""
+    names: dict[str, str] = field(default_factory=dict)  # label → name (labels.json or folders)
+    fit_line: str = ""  # how the images were fitted to the input, for people
 
     @property
     def is_defect(self) -> np.ndarray:
@@ -146,29 +157,49 @@ def _key(path: str) -> str:
 
 
 def check_images(images: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
-    """uint8 N×H×W at the model size, or one BadInput line saying what is wrong."""
+    """uint8 N×H×W(×3) at the model size, or one BadInput line saying what is wrong."""
     arr = np.asarray(images)
-    if arr.ndim != 3 or arr.shape[1:] != spec.size:
-        raise BadInput(
-            f"{where}: images must be {spec.height}×{spec.width}, got an array of shape {arr.shape}"
-        )
+    if arr.ndim != 1 + len(spec.patch_shape) or arr.shape[1:] != spec.patch_shape:
+        want = "×".join(map(str, spec.patch_shape))
+        raise BadInput(f"{where}: images must be {want}, got an array of shape {arr.shape}")
     if arr.dtype != np.uint8:
         if not np.issubdtype(arr.dtype, np.number):
             raise BadInput(f"{where}: images must be numbers, got {arr.dtype}")
         bad = ~np.isfinite(arr.astype(np.float64))
         if bad.any():
-            raise BadInput(f"{where}: {int(bad.any(axis=(1, 2)).sum())} images hold NaN or inf")
+            n_bad = int(bad.reshape(len(bad), -1).any(axis=1).sum())
+            raise BadInput(f"{where}: {n_bad} images hold NaN or inf")
         if arr.min() < 0 or arr.max() > 255:
             raise BadInput(f"{where}: pixel values must be 0..255, got {arr.min()}..{arr.max()}")
         arr = np.rint(arr).astype(np.uint8)
     return arr
 
 
-def load_dataset(cfg: TrainConfig, spec: InputSpec, rng: np.random.Generator) -> Dataset:
+def resolve_spec(cfg: TrainConfig) -> tuple[InputSpec, str]:
+    """The model's input: --input-size, or chosen from the training images; and by what."""
+    from edge_runtime.datasets import image_sizes
+    from train.model import input_spec  # imports Keras: MissingExtra without the train extra
+
+    size = parse_input_size(cfg.input_size)
+    chosen = "--input-size"
+    if size is None:
+        size = auto_input_size(image_sizes(cfg.data))
+        chosen = "auto, from the training images"
+    return input_spec(cfg.arch, size, cfg.channels, cfg.fit), chosen
+
+
+def load_dataset(
+    cfg: TrainConfig, spec: InputSpec, rng: np.random.Generator, chosen_by: str = "--input-size"
+) -> Dataset:
     """Load, drop excluded records, hold out a defect type, split train/validation."""
     from edge_runtime.datasets import load_labeled
 
     loaded = load_labeled(cfg.data, spec=spec)  # a line folder: its train/ split
+    if spec.channels == 3 and loaded.n_color == 0:
+        raise BadInput(
+            f"{loaded.source}: --channels 3 asks for colour, but none of the {len(loaded)} images "
+            "holds colour (gray, or gray stored as RGB); use --channels 1"
+        )
     images = check_images(loaded.images, spec, cfg.data)
     labels = np.asarray([str(v) for v in loaded.labels])
     paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
@@ -185,7 +216,8 @@ def load_dataset(cfg: TrainConfig, spec: InputSpec, rng: np.random.Generator) ->
     excluded = 0
     if cfg.exclude:
         keep = np.array([_key(p) not in drop for p in paths.tolist()], dtype=bool)
-        excluded = int((~keep).sum())
+        excluded_unreadable = sum(_key(p) in drop for p, _ in loaded.skipped)
+        excluded = int((~keep).sum()) + excluded_unreadable
         if drop and excluded == 0:
             raise BadInput(
                 f"--exclude {cfg.exclude}: none of its {len(drop)} paths are in {cfg.data} "
@@ -228,6 +260,8 @@ def load_dataset(cfg: TrainConfig, spec: InputSpec, rng: np.random.Generator) ->
         excluded=excluded,
         skipped=len(getattr(loaded, "skipped", []) or []),
         sha256=data_list_sha256(paths, labels),
+        names=loaded.names,
+        fit_line=describe_fit(loaded.raw_sizes, spec, chosen_by) if loaded.raw_sizes else "",
     )
 
 
@@ -249,11 +283,12 @@ def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 0) -> np.
     network to ignore the geometric defects (held-out bent tongue AUROC 0.85 with ±1 px shifts,
     0.95 without) and made the accuracy at recall:0.99 depend on the seed."""
     out = np.array(images, copy=True)
-    n, h, w = out.shape
+    n, h, w = out.shape[:3]
     flip = rng.random(n) < 0.5
     out[flip] = out[flip, ::-1, :]
     if shift > 0:
-        padded = np.pad(out, ((0, 0), (shift, shift), (shift, shift)), mode="edge")
+        widths = ((0, 0), (shift, shift), (shift, shift)) + ((0, 0),) * (out.ndim - 3)
+        padded = np.pad(out, widths, mode="edge")
         dy = rng.integers(-shift, shift + 1, size=n)
         dx = rng.integers(-shift, shift + 1, size=n)
         for oy in range(-shift, shift + 1):
@@ -341,11 +376,11 @@ def summary_figures(rep: dict) -> dict:
 def train(cfg: TrainConfig) -> Result:
     """The whole run, in memory. Raises BadInput before training on anything it can check."""
     policy = cfg.check()
-    from train.model import input_spec  # imports Keras: MissingExtra without the train extra
-
-    spec = input_spec(cfg.arch)
+    spec, chosen_by = resolve_spec(cfg)
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # split, pairs, val pairs, reference
-    data = load_dataset(cfg, spec, np.random.default_rng(seeds[0]))
+    data = load_dataset(cfg, spec, np.random.default_rng(seeds[0]), chosen_by)
+    if not cfg.quiet and data.fit_line:
+        print(data.fit_line, flush=True)
     is_defect = data.is_defect
     good_train = data.train_idx[~is_defect[data.train_idx]]
     n_ref = good_train.size if cfg.n_ref is None else cfg.n_ref

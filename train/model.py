@@ -8,6 +8,9 @@ Pair-label convention (the reference notebook's, used everywhere in twinspect):
 
 from __future__ import annotations
 
+import math
+
+from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import InputSpec
 from train import require_keras
 
@@ -16,10 +19,20 @@ from keras import layers, ops  # noqa: E402
 
 ARCHS = ("mlp", "cnn")
 EMBEDDING_DIM = 128
-# cnn branch: conv widths, and no hidden dense layer — the 6×9×32 feature map goes straight
-# into the linear embedding. Chosen by a measured search (README): a hidden Dense(256) after
-# slim convs cost accuracy, wider convs cost latency (7.5 M → 1.9 M multiply-adds, ~36 µs).
+# cnn branch for small inputs (both sides ≤ SMALL_MAX_SIDE, e.g. the default 26×36): conv widths,
+# and no hidden dense layer — the 6×9×32 feature map goes straight into the linear embedding.
+# Chosen by a measured search (docs/architecture-search.md): a hidden Dense(256) after slim convs
+# cost accuracy, wider convs cost latency (7.5 M → 1.9 M multiply-adds, ~36 µs).
 CNN_CHANNELS = (16, 32, 32)
+SMALL_MAX_SIDE = 48
+# cnn branch for larger inputs: a stride-2 stem, then pool + conv stages until the feature map is
+# at most FEATURE_SIDE on its short side, then global max and mean pooling side by side. The
+# max keeps a defect a few pixels wide from being averaged away (local evidence); the mean
+# carries the part's overall look. Cost grows with the input area, not with a flattened map.
+STEM_CHANNELS = 16
+STAGE_CHANNELS = (32, 64, 64, 64, 64)
+FEATURE_SIDE = 8
+MIN_INPUT_SIDE = 16  # edge_runtime.geometry.MIN_SIDE: smaller inputs are refused
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
@@ -62,11 +75,38 @@ class ContrastiveLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin}
 
 
-def input_spec(arch: str) -> InputSpec:
-    """The input each architecture takes: flat 936 values for the MLP, 26×36×1 for the CNN."""
+def input_spec(
+    arch: str,
+    size: tuple[int, int] = (26, 36),
+    channels: int = 1,
+    fit: str = "pad",
+) -> InputSpec:
+    """The input each architecture takes: flat H·W·C values for the MLP, N×H×W×C for the CNN."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}")
-    return InputSpec(layout="flat" if arch == "mlp" else "nhwc")
+    if arch == "cnn" and min(size) < MIN_INPUT_SIDE:
+        raise BadInput(
+            f"--input-size {size[0]}x{size[1]} is too small for the cnn network "
+            f"(needs at least {MIN_INPUT_SIDE} px on each side)"
+        )
+    return InputSpec(
+        height=size[0],
+        width=size[1],
+        channels=channels,
+        layout="flat" if arch == "mlp" else "nhwc",
+        fit=fit,
+    )
+
+
+def cnn_plan(spec: InputSpec) -> dict:
+    """The cnn layers for an input size: 'small' (the measured 26×36 design) or 'scaled'."""
+    if max(spec.size) <= SMALL_MAX_SIDE:
+        return {"design": "small", "convs": list(CNN_CHANNELS)}
+    side, stages = math.ceil(min(spec.size) / 2), []  # after the stride-2 stem
+    while side > FEATURE_SIDE and len(stages) < len(STAGE_CHANNELS):
+        stages.append(STAGE_CHANNELS[len(stages)])
+        side = math.ceil(side / 2)
+    return {"design": "scaled", "stem": STEM_CHANNELS, "convs": stages}
 
 
 def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int = 0):
@@ -77,7 +117,7 @@ def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int 
     if arch == "mlp":
         x = layers.Dense(512, activation="relu", kernel_initializer=init(seed))(inp)
         x = layers.Dense(256, activation="relu", kernel_initializer=init(seed + 1))(x)
-    elif arch == "cnn":
+    elif arch == "cnn" and cnn_plan(spec)["design"] == "small":
         c1, c2, c3 = CNN_CHANNELS
         x = inp
         for i, c in enumerate((c1, c2)):
@@ -89,6 +129,19 @@ def build_embedding(arch: str = "mlp", spec: InputSpec | None = None, seed: int 
             c3, 3, padding="same", activation="relu", kernel_initializer=init(seed + 2)
         )(x)
         x = layers.Flatten()(x)
+    elif arch == "cnn":
+        plan = cnn_plan(spec)
+        x = layers.Conv2D(
+            plan["stem"], 3, strides=2, padding="same", activation="relu",
+            kernel_initializer=init(seed),
+        )(inp)  # fmt: skip
+        for i, c in enumerate(plan["convs"]):
+            x = layers.MaxPooling2D(2, padding="same")(x)
+            x = layers.Conv2D(
+                c, 3, padding="same", activation="relu", kernel_initializer=init(seed + 1 + i)
+            )(x)
+        peak, mean = layers.GlobalMaxPooling2D()(x), layers.GlobalAveragePooling2D()(x)
+        x = layers.Concatenate()([peak, mean])
     else:
         raise ValueError(f"unknown arch {arch!r}")
     out = layers.Dense(EMBEDDING_DIM, name="embedding", kernel_initializer=init(seed + 7))(x)

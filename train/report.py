@@ -193,4 +193,4 @@ def markdown(r) -> str:
 def _names(r) -> dict[str, str]:
     from train.run_folder import label_names
 
-    return label_names(set(r.data.labels.tolist()))
+    return label_names(r)

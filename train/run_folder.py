@@ -28,8 +28,8 @@ import numpy as np
 from edge_runtime import __version__
 from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import read_json_object
-from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar
-from train.fit import GOOD, Result, config_dict, paths_sha256, summary_figures
+from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar, input_block
+from train.fit import Result, config_dict, paths_sha256, summary_figures
 
 REFERENCE_SECTIONS = (
     "arch",
@@ -51,7 +51,8 @@ def read_reference(run: str | Path) -> Sidecar:
     ref = read_json_object(path, BadInput, f"is {run} a training run, from 'twinspect train'?")
     draft = {k: ref[k] for k in REFERENCE_SECTIONS if k in ref}
     if isinstance(draft.get("input"), dict):
-        draft["input"] = {"name": "image", **draft["input"]}
+        # runs from before input geometry was part of the model stretched gray images
+        draft["input"] = {"name": "image", "fit": "stretch", "pad_value": 0, **draft["input"]}
     vector = (
         (ref.get("reference") or {}).get("vector")
         if isinstance(ref.get("reference"), dict)
@@ -95,15 +96,12 @@ def staged_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def label_names(labels: set[str]) -> dict[str, str]:
-    """The generator's label names when the data uses its labels, else label → label."""
-    try:
-        from edge_runtime.synthetic.defects import LABEL_NAMES
-    except ImportError:
-        LABEL_NAMES = {}
-    if labels and labels <= set(LABEL_NAMES):
-        return dict(LABEL_NAMES)
-    return {lab: ("good" if lab == GOOD else lab) for lab in sorted(labels)}
+def label_names(r: Result) -> dict[str, str]:
+    """label → name for the run's labels, as the data named them (labels.json/csv, folders)."""
+    from edge_runtime.datasets import default_name
+
+    labels = sorted(set(r.data.labels.tolist()))
+    return {lab: r.data.names.get(lab) or default_name(lab) for lab in labels}
 
 
 def reference_dict(r: Result) -> dict:
@@ -111,13 +109,7 @@ def reference_dict(r: Result) -> dict:
     val = r.metrics["validation"]["reference"]
     return {
         "arch": cfg.arch,
-        "input": {
-            "height": spec.height,
-            "width": spec.width,
-            "channels": spec.channels,
-            "scale": spec.scale,
-            "layout": spec.layout,
-        },
+        "input": input_block(spec),
         "roi": None,
         "reference": {
             "vector": [float(v) for v in r.reference],
@@ -130,7 +122,7 @@ def reference_dict(r: Result) -> dict:
             "policy": r.metrics["threshold_policy"],
             "validation": summary_figures(val),
         },
-        "labels": label_names(set(data.labels.tolist())),
+        "labels": label_names(r),
         "training": {
             "data": data.source,
             "data_sha256": data.sha256,

@@ -291,7 +291,15 @@ def generate(cfg: Config) -> dict:
         cv2.setNumThreads(threads)
 
 
-OWNED = ("train", "test", "recording", "train.parquet", "test.parquet", "flipped.csv")
+OWNED = (
+    "train",
+    "test",
+    "recording",
+    "train.parquet",
+    "test.parquet",
+    "flipped.csv",
+    "labels.json",
+)
 
 
 def prepare_out(out: Path) -> None:
@@ -378,6 +386,7 @@ def _generate(cfg: Config) -> dict:
         manifest["template_baseline_auroc"] = {k: round(v, 4) for k, v in res.items()}
     sheet_src = data["test"] if cfg.n_test else data["train"]
     cv2.imwrite(str(out / "preview.png"), contact_sheet(*sheet_src, frames))
+    (out / "labels.json").write_text(json.dumps(LABEL_NAMES, indent=1) + "\n")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     manifest["seconds"] = round(time.perf_counter() - t_all, 2)
     return manifest
