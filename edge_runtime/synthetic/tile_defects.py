@@ -32,17 +32,17 @@ LABEL_NAMES: dict[str, str] = {
 DEFECT_LABELS: tuple[str, ...] = tuple(k for k in LABEL_NAMES if k != GOOD)
 
 # Severity ranges, subtle → obvious; lengths in units (1 px of the 128-px fit view).
-BLOWHOLE_RADIUS = (1.0, 3.5)
-BLOWHOLE_DEPTH = (0.4, 0.75)  # fraction of the albedo the pit takes away
+BLOWHOLE_RADIUS = (1.5, 4.0)
+BLOWHOLE_DEPTH = (0.5, 0.8)  # fraction of the albedo the pit takes away
 CRACK_WIDTH = (1.5, 2.6)
 CRACK_LENGTH = (18.0, 60.0)
 CRACK_DARK = (0.4, 0.7)
-FRAY_DEPTH = (3.0, 9.0)  # how far the ragged edge reaches into the tile
+FRAY_DEPTH = (4.0, 10.0)  # how far the ragged edge reaches into the tile
 FRAY_SPAN = (0.2, 0.6)  # fraction of the border it runs along
-BREAK_SIZE = (6.0, 24.0)  # benign edge nicks stay under 1.3 units deep
+BREAK_SIZE = (9.0, 24.0)  # benign edge nicks stay under 1.3 units deep
 UNEVEN_RADIUS = (12.0, 32.0)
-UNEVEN_SHIFT = (0.08, 0.22)  # brightness change of the patch, relative
-UNEVEN_TEXTURE = (0.06, 0.14)  # σ of the foreign grain inside the patch, relative
+UNEVEN_SHIFT = (0.12, 0.25)  # brightness change of the patch, relative
+UNEVEN_TEXTURE = (0.09, 0.16)  # σ of the foreign grain inside the patch, relative
 
 SS = 4  # supersampling of polygons and polylines, for anti-aliased sub-pixel edges
 
@@ -122,13 +122,16 @@ def blowhole(rng: np.random.Generator, s: float, surf: Surface) -> np.ndarray:
 def _walk(
     rng: np.random.Generator, start: tuple[float, float], heading: float, length: float, step: float
 ) -> np.ndarray:
-    """An irregular polyline: a random walk whose heading wanders (cracks do not run straight)."""
+    """An irregular polyline: its heading jitters and bends but keeps returning to the overall
+    direction (cracks zigzag and curve, they do not curl up)."""
     pts = [start]
-    drift = rng.normal(0.0, 0.05)
-    for _ in range(max(2, int(length / step))):
-        heading += drift + rng.normal(0.0, 0.35)
+    bend = rng.normal(0.0, 0.04)  # a slow, steady curve
+    dev = 0.0
+    for i in range(max(2, int(length / step))):
+        dev = 0.6 * dev + rng.normal(0.0, 0.4)
+        a = heading + dev + bend * i
         x, y = pts[-1]
-        pts.append((x + step * math.cos(heading), y + step * math.sin(heading)))
+        pts.append((x + step * math.cos(a), y + step * math.sin(a)))
     return np.asarray(pts)
 
 
@@ -138,16 +141,19 @@ def crack(rng: np.random.Generator, s: float, surf: Surface) -> np.ndarray:
     u = surf.unit
     length = min(_lerp(CRACK_LENGTH, s) * u, 0.8 * max(h, w))
     width = _lerp(CRACK_WIDTH, s) * u
-    start = (rng.uniform(0.15, 0.85) * w, rng.uniform(0.15, 0.85) * h)
     heading = rng.uniform(0, 2 * math.pi)
-    paths = [_walk(rng, start, heading, length, 2.0 * u)]
+    paths = [_walk(rng, (0.0, 0.0), heading, length, 2.0 * u)]
     if s > 0.4 and rng.uniform() < 0.6:
         at = paths[0][int(rng.integers(1, len(paths[0]) - 1))]
         turn = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.1)
         paths.append(_walk(rng, tuple(at), heading + turn, 0.4 * length, 2.0 * u))
-    for p in paths:  # keep the crack on the part, clear of the very edge
-        np.clip(p[:, 0], 2 * width, w - 2 * width, out=p[:, 0])
-        np.clip(p[:, 1], 2 * width, h - 2 * width, out=p[:, 1])
+    # place it at random on the part, clear of the edge (shrunk about its start if too large)
+    allp = np.vstack(paths)
+    lo, hi = allp.min(0), allp.max(0)
+    room = np.array([w, h], float) - 4 * width
+    fit = min(1.0, float(np.min(room / np.maximum(hi - lo, 1e-6))))
+    shift = 2 * width + rng.uniform(0.0, 1.0, 2) * np.maximum(room - fit * (hi - lo), 0.0)
+    paths = [(p - lo) * fit + shift for p in paths]
     allp = np.vstack(paths)
     pad = int(2 * width) + 2
     x0, y0 = allp.min(0).astype(int) - pad
