@@ -6,6 +6,7 @@ evaluates them exactly like twinspect: threshold by the same policy on the same 
 figures from `edge_runtime.evaluation`. Nothing here imports TensorFlow:
 
     python -m train.baselines data/line      # AUROC of each baseline on the test split
+    python -m train.baselines data/tile --size 64x64   # images stretched to 64×64 first
 
   PixelTemplate      mean good image; Minkowski-p distance on raw pixels (the naive check)
   PcaReconstruction  PCA of good images; distance of an image from the PCA subspace
@@ -213,28 +214,52 @@ def label_auroc(scores: np.ndarray, labels, label: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Fit every baseline on the train split, print test AUROCs (overall and per defect)."""
     from edge_runtime.datasets import load_labeled
+    from edge_runtime.preprocess import InputSpec
 
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) > 1 or (argv and argv[0] in ("-h", "--help")):
-        print("usage: python -m train.baselines [DATA_DIR]   (default data/line)")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    usage = (
+        "usage: python -m train.baselines [DATA_DIR] [--size HxW]   (default data/line; "
+        "--size: load images stretched to H×W, e.g. 64x64 for the tile product)"
+    )
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    spec = InputSpec()
+    if "--size" in argv:
+        k = argv.index("--size")
+        try:
+            h, _, w = argv[k + 1].lower().partition("x")
+            spec = InputSpec(height=int(h), width=int(w or h))
+        except (IndexError, ValueError, BadInput):
+            print("error: --size needs HxW in whole pixels, e.g. 64x64", file=sys.stderr)
+            return 2
+        argv = argv[:k] + argv[k + 2 :]
+    if len(argv) > 1:
+        print(usage)
+        return 2
     path = argv[0] if argv else "data/line"
     try:
-        train = load_labeled(path, split="train")
-        test = load_labeled(path, split="test")
+        train = load_labeled(path, split="train", spec=spec)
+        test = load_labeled(path, split="test", spec=spec)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     test_lab = np.asarray(test.labels).astype(str)
     defects = sorted(set(test_lab.tolist()) - {GOOD})
     print(
-        f"{path}: {len(train.labels)} train, {len(test_lab)} test images; "
-        "fit on all of train, AUROC on test"
+        f"{path}: {len(train.labels)} train, {len(test_lab)} test images at "
+        f"{spec.height}×{spec.width}; fit on all of train, AUROC on test"
     )
-    print(f"{'method':<32} {'all':>6} " + " ".join(f"{d:>6}" for d in defects))
+    widths = [max(6, len(d)) for d in defects]
+    print(
+        f"{'method':<32} {'all':>6} "
+        + " ".join(f"{d:>{n}}" for d, n in zip(defects, widths, strict=True))
+    )
     for m in all_baselines():
         s = m.fit(train.images, train.labels).score(test.images)
-        per = " ".join(f"{label_auroc(s, test_lab, d):6.3f}" for d in defects)
+        per = " ".join(
+            f"{label_auroc(s, test_lab, d):{n}.3f}" for d, n in zip(defects, widths, strict=True)
+        )
         print(f"{m.name:<32} {auroc(s, test_lab != GOOD):6.3f} {per}")
     return 0
 

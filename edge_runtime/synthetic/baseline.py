@@ -27,12 +27,13 @@ def template_auroc(
     test_images: np.ndarray,
     test_labels: list[str],
     p: float = 4.0,
+    good_label: str = "0",
 ) -> dict[str, float]:
     """AUROC of the template baseline: {"all": …, "<defect label>": … (that defect vs good)}."""
-    train_good = np.asarray(train_images)[np.asarray(train_labels) == "0"]
+    train_good = np.asarray(train_images)[np.asarray(train_labels) == good_label]
     scores = template_scores(train_good, np.asarray(test_images), p)
     labels = np.asarray(test_labels)
-    good = labels == "0"
+    good = labels == good_label
     out = {"all": auroc(scores, ~good)}
     for lab in sorted(set(labels[~good].tolist())):
         keep = good | (labels == lab)

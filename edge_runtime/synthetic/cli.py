@@ -1,4 +1,4 @@
-"""`twinspect generate`: the synthetic production line."""
+"""`twinspect generate`: the synthetic production line (crimped terminals, or tile surfaces)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,26 @@ from edge_runtime.verbs import Verb
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--n-train", type=int, default=3600, help="training images (default 3600)")
-    p.add_argument("--n-test", type=int, default=1200, help="test images (default 1200)")
-    p.add_argument("--n-frames", type=int, default=300, help="recorded frames (default 300)")
     p.add_argument(
-        "--defect-rate", type=float, default=0.33, help="fraction defective (default 0.33)"
+        "--product",
+        default="terminal",
+        metavar="NAME",
+        help="terminal (default: crimped ring terminals, 26×36 stills) or tile (photographed "
+        "surface crops of varying size with defect masks in OUT/ground_truth/, in both formats)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--n-train", type=int, default=None, help="training images (default 3600; tile 1000)"
+    )
+    p.add_argument("--n-test", type=int, default=None, help="test images (default 1200; tile 400)")
+    p.add_argument(
+        "--n-frames", type=int, default=None, help="recorded frames (default 300; tile 200)"
+    )
+    p.add_argument(
+        "--defect-rate",
+        type=float,
+        default=None,
+        help="fraction defective (default 0.33; tile 0.3)",
     )
     p.add_argument(
         "--difficulty", type=float, default=1.0, help="scales all nuisance (default 1.0)"
@@ -37,6 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     kw = {} if args.workers is None else {"workers": args.workers}
     cfg = Config(
         out=args.out,
+        product=args.product,
         seed=args.seed,
         n_train=args.n_train,
         n_test=args.n_test,
@@ -46,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         format=args.format,
         flip_labels=args.flip_labels,
         **kw,
-    )
+    ).resolved()
     manifest = generate(cfg)
     print(summary(cfg, manifest))
     return 0
@@ -60,5 +75,6 @@ VERB = Verb(
     epilog="""examples:
   twinspect generate --out data/line
   twinspect generate --out data/hard --difficulty 2 --format parquet
-  twinspect generate --out data/noisy --flip-labels 0.05   # for the data audit""",
+  twinspect generate --out data/noisy --flip-labels 0.05   # for the data audit
+  twinspect generate --out data/tile --product tile        # surface photos + defect masks""",
 )

@@ -2,6 +2,10 @@
 
 Every image has its own random stream, seeded by (seed, split, index), so the output does not
 depend on the number of worker processes: the same seed gives byte-identical files.
+
+Two products: `terminal` (crimped ring terminals on a belt, 26×36 stills; this module) and `tile`
+(photographed surface crops of varying size with defect masks; `tile_line`). The helpers here —
+label splits, worker pool, folder/parquet/recording writers — serve both.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge_runtime.errors import BadInput, MissingExtra
+from edge_runtime.preprocess import Roi
 from edge_runtime.synthetic import recording as rec
 from edge_runtime.synthetic.baseline import template_auroc
 from edge_runtime.synthetic.defects import DEFECT_LABELS, GOOD, LABEL_NAMES, sample_defect
@@ -34,25 +39,44 @@ GENERATOR_VERSION = "1.0"
 SPLIT_CODES = {"train": 0, "test": 1, "recording": 2, "flip": 3}
 PARALLEL_MIN = 600  # below this many images a worker pool costs more than it saves
 
+# Sizes and defect rate when not given: each product's images cost very differently to render.
+PRODUCT_DEFAULTS: dict[str, dict[str, float]] = {
+    "terminal": {"n_train": 3600, "n_test": 1200, "n_frames": 300, "defect_rate": 0.33},
+    "tile": {"n_train": 1000, "n_test": 400, "n_frames": 200, "defect_rate": 0.3},
+}
+
 
 @dataclass(frozen=True)
 class Config:
+    """What to generate. Counts and defect rate left None take the product's defaults."""
+
     out: Path
     seed: int = 0
-    n_train: int = 3600
-    n_test: int = 1200
-    n_frames: int = 300
-    defect_rate: float = 0.33
+    n_train: int | None = None
+    n_test: int | None = None
+    n_frames: int | None = None
+    defect_rate: float | None = None
     difficulty: float = 1.0
     format: str = "folder"
     flip_labels: float = 0.0
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    product: str = "terminal"
+
+    def resolved(self) -> Config:
+        """This config with the product's defaults filled in."""
+        if self.product not in PRODUCT_DEFAULTS:
+            raise BadInput(
+                f"--product must be one of {', '.join(PRODUCT_DEFAULTS)}, got {self.product!r}"
+            )
+        defaults = PRODUCT_DEFAULTS[self.product]
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def check(self) -> None:
-        if self.n_train < 0 or self.n_test < 0 or self.n_frames < 0:
+        r = self.resolved()
+        if r.n_train < 0 or r.n_test < 0 or r.n_frames < 0:
             raise BadInput("--n-train, --n-test and --n-frames must be ≥ 0")
-        if not 0.0 <= self.defect_rate <= 1.0:
-            raise BadInput(f"--defect-rate must be in [0, 1], got {self.defect_rate}")
+        if not 0.0 <= r.defect_rate <= 1.0:
+            raise BadInput(f"--defect-rate must be in [0, 1], got {r.defect_rate}")
         if not 0.0 <= self.flip_labels <= 1.0:
             raise BadInput(f"--flip-labels must be in [0, 1], got {self.flip_labels}")
         if self.difficulty < 0:
@@ -61,16 +85,24 @@ class Config:
             raise BadInput(f"--format must be folder or parquet, got {self.format!r}")
 
 
-def split_labels(seed: int, split: str, n: int, defect_rate: float) -> list[str]:
-    """round(n · rate) defects, the five types in turn (as even as possible), shuffled."""
+def split_labels(
+    seed: int,
+    split: str,
+    n: int,
+    defect_rate: float,
+    defect_labels: tuple[str, ...] = DEFECT_LABELS,
+    good: str = GOOD,
+) -> list[str]:
+    """round(n · rate) defects, the defect types in turn (as even as possible), shuffled."""
     n_def = round(n * defect_rate)
-    labels = [DEFECT_LABELS[i % len(DEFECT_LABELS)] for i in range(n_def)]
-    labels += [GOOD] * (n - n_def)
+    labels = [defect_labels[i % len(defect_labels)] for i in range(n_def)]
+    labels += [good] * (n - n_def)
     order = np.random.default_rng([seed, SPLIT_CODES[split], 1]).permutation(n)
     return [labels[i] for i in order]
 
 
-def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random stream of one image: its own, so workers cannot change the bytes."""
     return np.random.default_rng([seed, SPLIT_CODES[split], 2, index])
 
 
@@ -78,7 +110,7 @@ def _render_stills(args: tuple[int, str, float, list[tuple[int, str]]]) -> np.nd
     seed, split, difficulty, items = args
     out = np.empty((len(items), 26, 36), np.uint8)
     for k, (i, label) in enumerate(items):
-        rng = _image_rng(seed, split, i)
+        rng = image_rng(seed, split, i)
         nz = sample_nuisance(rng, difficulty)
         out[k] = render_still(nz, sample_defect(rng, label), rng)
     return out
@@ -89,7 +121,7 @@ def _render_frames(args: tuple[int, float, int, list[tuple[int, str]]]) -> np.nd
     phase = float(np.random.default_rng([seed, SPLIT_CODES["recording"], 1]).uniform(0, 6.28))
     out = np.empty((len(items), rec.FRAME_H, rec.FRAME_W), np.uint8)
     for k, (i, label) in enumerate(items):
-        rng = _image_rng(seed, "recording", i)
+        rng = image_rng(seed, "recording", i)
         nz = sample_nuisance(rng, difficulty)
         out[k] = rec.render_frame(
             nz, sample_defect(rng, label), rng, i, n_frames, difficulty, phase
@@ -97,7 +129,7 @@ def _render_frames(args: tuple[int, float, int, list[tuple[int, str]]]) -> np.nd
     return out
 
 
-def _quiet_process() -> None:
+def quiet_process() -> None:
     """Per-image work is small arrays: OpenCV's thread pool only adds contention, and glibc would
     mmap/munmap every ~130 KB render buffer (half the time in page faults): keep them on the
     heap."""
@@ -111,14 +143,15 @@ def _quiet_process() -> None:
             pass
 
 
-def _map(fn, jobs: list, workers: int) -> list[np.ndarray]:
+def pool_map(fn, jobs: list, workers: int) -> list:
+    """fn over jobs, in order, in `workers` processes (in this one when 1)."""
     if workers <= 1 or len(jobs) <= 1:
         return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_quiet_process) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=quiet_process) as pool:
         return list(pool.map(fn, jobs))
 
 
-def _chunks(items: list, n_chunks: int) -> list[list]:
+def chunks(items: list, n_chunks: int) -> list[list]:
     size = max(1, math.ceil(len(items) / max(n_chunks, 1)))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -131,8 +164,8 @@ def render_split(
     if not items:
         return np.empty((0, 26, 36), np.uint8)
     w = workers if len(items) >= PARALLEL_MIN else 1
-    jobs = [(seed, split, difficulty, c) for c in _chunks(items, 4 * w)]
-    return np.concatenate(_map(_render_stills, jobs, w))
+    jobs = [(seed, split, difficulty, c) for c in chunks(items, 4 * w)]
+    return np.concatenate(pool_map(_render_stills, jobs, w))
 
 
 def render_recording(
@@ -142,11 +175,17 @@ def render_recording(
     if not items:
         return np.empty((0, rec.FRAME_H, rec.FRAME_W), np.uint8)
     w = workers if len(items) >= PARALLEL_MIN // 10 else 1
-    jobs = [(seed, difficulty, len(labels), c) for c in _chunks(items, 4 * w)]
-    return np.concatenate(_map(_render_frames, jobs, w))
+    jobs = [(seed, difficulty, len(labels), c) for c in chunks(items, 4 * w)]
+    return np.concatenate(pool_map(_render_frames, jobs, w))
 
 
-def flip_train_labels(seed: int, labels: list[str], fraction: float) -> tuple[list[str], list[int]]:
+def flip_train_labels(
+    seed: int,
+    labels: list[str],
+    fraction: float,
+    defect_labels: tuple[str, ...] = DEFECT_LABELS,
+    good: str = GOOD,
+) -> tuple[list[str], list[int]]:
     """Swap good↔defect on round(fraction · N) training labels (a good part gets a random defect
     label). Returns the written labels and the flipped indices (sorted)."""
     n = len(labels)
@@ -157,7 +196,7 @@ def flip_train_labels(seed: int, labels: list[str], fraction: float) -> tuple[li
     idx = sorted(int(i) for i in rng.choice(n, size=k, replace=False))
     written = list(labels)
     for i in idx:
-        written[i] = str(rng.choice(DEFECT_LABELS)) if labels[i] == GOOD else GOOD
+        written[i] = str(rng.choice(defect_labels)) if labels[i] == good else good
     return written, idx
 
 
@@ -174,12 +213,17 @@ def image_relpath(split: str, label: str, index: int) -> str:
 
 def write_folder(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
     """OUT/<split>/<label>/<NNNNNN>.png; returns the relative paths."""
+    return write_folder_png(out, split, [png_bytes(img) for img in images], labels)
+
+
+def write_folder_png(out: Path, split: str, pngs: list[bytes], labels: list[str]) -> list[str]:
+    """Encoded images to OUT/<split>/<label>/<NNNNNN>.png; returns the relative paths."""
     paths = []
     for label in sorted(set(labels)):
         (out / split / label).mkdir(parents=True, exist_ok=True)
-    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+    for i, (png, label) in enumerate(zip(pngs, labels, strict=True)):
         rel = image_relpath(split, label, i)
-        (out / rel).write_bytes(png_bytes(img))
+        (out / rel).write_bytes(png)
         paths.append(rel)
     return paths
 
@@ -187,6 +231,11 @@ def write_folder(out: Path, split: str, images: np.ndarray, labels: list[str]) -
 def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
     """OUT/<split>.parquet in the Hugging Face image-dataset schema:
     dirname (string), label (string), image (struct<bytes: binary, path: string>)."""
+    return write_parquet_png(out, split, [png_bytes(img) for img in images], labels)
+
+
+def write_parquet_png(out: Path, split: str, pngs: list[bytes], labels: list[str]) -> list[str]:
+    """Encoded images to OUT/<split>.parquet (see `write_parquet`); images may differ in size."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -199,10 +248,7 @@ def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) 
             "dirname": pa.array([split] * len(labels), pa.string()),
             "label": pa.array(labels, pa.string()),
             "image": pa.array(
-                [
-                    {"bytes": png_bytes(img), "path": rel}
-                    for img, rel in zip(images, rels, strict=True)
-                ],
+                [{"bytes": png, "path": rel} for png, rel in zip(pngs, rels, strict=True)],
                 image_type,
             ),
         }
@@ -212,24 +258,22 @@ def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) 
     return [f"{split}.parquet#{i}" for i in range(len(labels))]
 
 
-def write_recording(out: Path, frames: np.ndarray, labels: list[str]) -> None:
+def write_recording(
+    out: Path, frames: np.ndarray, labels: list[str], roi: Roi = rec.ROI, fps: float = rec.FPS
+) -> None:
     """OUT/recording/{line.avi, frames/NNNNNN.png, roi.json, labels.csv}."""
     d = out / "recording"
     (d / "frames").mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames):
         (d / "frames" / f"{i:06d}.png").write_bytes(png_bytes(f))
-    (d / "roi.json").write_text(json.dumps(rec.ROI.to_dict()) + "\n")
+    (d / "roi.json").write_text(json.dumps(roi.to_dict()) + "\n")
     with open(d / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["frame", "label"])
         w.writerows([i, lab] for i, lab in enumerate(labels))
     if len(frames):
-        writer = cv2.VideoWriter(
-            str(d / "line.avi"),
-            cv2.VideoWriter_fourcc(*"MJPG"),
-            rec.FPS,
-            (rec.FRAME_W, rec.FRAME_H),
-        )
+        h, w = frames[0].shape
+        writer = cv2.VideoWriter(str(d / "line.avi"), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
         if not writer.isOpened():
             raise BadInput(f"OpenCV cannot write MJPG video to {d / 'line.avi'}")
         for f in frames:
@@ -276,16 +320,22 @@ def contact_sheet(
     return np.vstack(rows)
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
+    """Progress goes to stderr, so stdout keeps only the summary."""
     print(msg, file=sys.stderr, flush=True)
 
 
 def generate(cfg: Config) -> dict:
     """Write the whole line under cfg.out; returns the manifest."""
     cfg.check()
+    cfg = cfg.resolved()
     threads = cv2.getNumThreads()
-    _quiet_process()
+    quiet_process()
     try:
+        if cfg.product == "tile":
+            from edge_runtime.synthetic.tile_line import generate_tile
+
+            return generate_tile(cfg)
         return _generate(cfg)
     finally:
         cv2.setNumThreads(threads)
@@ -295,6 +345,7 @@ OWNED = (
     "train",
     "test",
     "recording",
+    "ground_truth",
     "train.parquet",
     "test.parquet",
     "flipped.csv",
@@ -326,19 +377,60 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _generate(cfg: Config) -> dict:
-    out = Path(cfg.out)
-    if cfg.format == "parquet":
+def require_format(fmt: str) -> None:
+    """Fail before anything is written when the output format needs a missing extra."""
+    if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
             raise MissingExtra("parquet output", "parquet") from None
+
+
+def write_label_names(out: Path, names: dict[str, str]) -> None:
+    """OUT/labels.json: label (folder name) → display name, for reports and sidecars."""
+    (out / "labels.json").write_text(json.dumps(names, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_split(
+    cfg: Config,
+    split: str,
+    pngs: list[bytes],
+    labels: list[str],
+    manifest: dict,
+    defect_labels: tuple[str, ...] = DEFECT_LABELS,
+    good: str = GOOD,
+) -> list[str]:
+    """Write one split's encoded images in cfg.format — training labels flipped first when
+    asked, the flips listed in OUT/flipped.csv — and count it in the manifest. Returns the labels
+    as written."""
+    out = Path(cfg.out)
+    flip = split == "train" and cfg.flip_labels > 0
+    written, flipped = labels, []
+    if flip:
+        written, flipped = flip_train_labels(cfg.seed, labels, cfg.flip_labels, defect_labels, good)
+        manifest["true_counts_train"] = dict(sorted(Counter(labels).items()))
+    write = write_folder_png if cfg.format == "folder" else write_parquet_png
+    paths = write(out, split, pngs, written)
+    if flip:
+        with open(out / "flipped.csv", "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["path", "true_label", "written_label"])
+            w.writerows([paths[i], labels[i], written[i]] for i in flipped)
+        manifest["flipped"] = len(flipped)
+    manifest["counts"][split] = dict(sorted(Counter(written).items()))
+    return written
+
+
+def _generate(cfg: Config) -> dict:
+    out = Path(cfg.out)
+    require_format(cfg.format)
     prepare_out(out)
-    write = write_folder if cfg.format == "folder" else write_parquet
+    write_label_names(out, LABEL_NAMES)
     t_all = time.perf_counter()
     manifest: dict = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
+        "product": cfg.product,
         "seed": cfg.seed,
         "difficulty": cfg.difficulty,
         "defect_rate": cfg.defect_rate,
@@ -353,20 +445,9 @@ def _generate(cfg: Config) -> dict:
         t0 = time.perf_counter()
         labels = split_labels(cfg.seed, split, n, cfg.defect_rate)
         images = render_split(cfg.seed, split, labels, cfg.difficulty, cfg.workers)
-        written = labels
-        if split == "train" and cfg.flip_labels > 0:
-            written, flipped = flip_train_labels(cfg.seed, labels, cfg.flip_labels)
-            manifest["true_counts_train"] = dict(sorted(Counter(labels).items()))
-        paths = write(out, split, images, written)
-        if split == "train" and cfg.flip_labels > 0:
-            with open(out / "flipped.csv", "w", newline="") as fh:
-                w = csv.writer(fh, lineterminator="\n")
-                w.writerow(["path", "true_label", "written_label"])
-                w.writerows([paths[i], labels[i], written[i]] for i in flipped)
-            manifest["flipped"] = len(flipped)
+        written = write_split(cfg, split, [png_bytes(img) for img in images], labels, manifest)
         data[split] = (images, written)
-        manifest["counts"][split] = dict(sorted(Counter(written).items()))
-        _log(f"{split}: {n} images … done in {time.perf_counter() - t0:.1f} s")
+        log(f"{split}: {n} images … done in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
     rec_labels = split_labels(cfg.seed, "recording", cfg.n_frames, cfg.defect_rate)
@@ -379,27 +460,28 @@ def _generate(cfg: Config) -> dict:
         "roi": rec.ROI.to_dict(),
         "fps": rec.FPS,
     }
-    _log(f"recording: {cfg.n_frames} frames … done in {time.perf_counter() - t0:.1f} s")
+    log(f"recording: {cfg.n_frames} frames … done in {time.perf_counter() - t0:.1f} s")
 
     if cfg.n_train and cfg.n_test:
         res = template_auroc(*data["train"], *data["test"])
         manifest["template_baseline_auroc"] = {k: round(v, 4) for k, v in res.items()}
     sheet_src = data["test"] if cfg.n_test else data["train"]
     cv2.imwrite(str(out / "preview.png"), contact_sheet(*sheet_src, frames))
-    (out / "labels.json").write_text(json.dumps(LABEL_NAMES, indent=1) + "\n")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     manifest["seconds"] = round(time.perf_counter() - t_all, 2)
     return manifest
 
 
 def summary(cfg: Config, manifest: dict) -> str:
+    """What was written, where, and how hard the naive baseline finds it (for stdout)."""
     buf = io.StringIO()
     c = manifest["counts"]
+    good = next((k for k, v in manifest["label_names"].items() if v == "good"), GOOD)
 
     def fmt(split: str) -> str:
         counts = c.get(split, {})
         n = sum(counts.values())
-        bad = n - counts.get(GOOD, 0)
+        bad = n - counts.get(good, 0)
         return f"{n} ({bad} defective)"
 
     where = (
@@ -408,17 +490,22 @@ def summary(cfg: Config, manifest: dict) -> str:
         else f"{cfg.out}/train.parquet {cfg.out}/test.parquet"
     )
     print(
-        f"generated in {manifest['seconds']:.1f} s (seed {cfg.seed}, difficulty {cfg.difficulty}):",
+        f"generated {manifest.get('product', 'terminal')} line in {manifest['seconds']:.1f} s "
+        f"(seed {cfg.seed}, difficulty {cfg.difficulty}):",
         file=buf,
     )
     print(f"  train {fmt('train')}, test {fmt('test')}  → {where}", file=buf)
-    if cfg.n_frames:
+    if "masks" in manifest:
+        print(f"  defect masks → {cfg.out}/{manifest['masks']}", file=buf)
+    if sum(c.get("recording", {}).values()):
         print(f"  recording {fmt('recording')} frames → {cfg.out}/recording/", file=buf)
     if manifest.get("flipped"):
         print(f"  {manifest['flipped']} train labels flipped → {cfg.out}/flipped.csv", file=buf)
     if "template_baseline_auroc" in manifest:
+        size = manifest.get("baseline_input")
+        at = f" (images stretched to {size['height']}×{size['width']})" if size else ""
         print(
-            f"  naive template baseline AUROC {manifest['template_baseline_auroc']['all']:.3f}",
+            f"  naive template baseline AUROC {manifest['template_baseline_auroc']['all']:.3f}{at}",
             file=buf,
         )
     print(f"  preview: {cfg.out}/preview.png   manifest: {cfg.out}/manifest.json", file=buf)
