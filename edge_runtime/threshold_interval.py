@@ -80,23 +80,23 @@ class Resamples:
         """f1 / youden / cost: the best cut between consecutive distinct resampled scores.
 
         The cuts are scanned on the grid of the calibration set's distinct scores. A score
-        missing from a resample merges two grid cells with equal objective, so the first best
-        cell lies in the resample's first best gap; the threshold is then that gap's midpoint,
-        exactly as choose_threshold computes it on the resample."""
+        missing from a resample leaves the objective equal on both sides of it, so the first
+        best grid cut is also the resample's first best cut, and the grid score just below it
+        is in the resample; the threshold is then midway to the next resampled score, exactly
+        as choose_threshold computes it on the resample."""
         uniq = np.unique(np.r_[self.good, self.bad])
         n_boot, n_uniq = self.n_boot, uniq.size
-        rows = np.arange(n_boot)[:, None]
+        rows = np.arange(n_boot)
 
         def counts(pool: np.ndarray, idx: np.ndarray) -> np.ndarray:
-            cell = np.searchsorted(uniq, pool)[idx] + rows * n_uniq
+            cell = np.searchsorted(uniq, pool)[idx] + rows[:, None] * n_uniq
             return np.bincount(cell.ravel(), minlength=n_boot * n_uniq).reshape(n_boot, n_uniq)
 
         n_g, n_d = self.good.size, self.bad.size
         good_c, bad_c = counts(self.good, self.good_idx), counts(self.bad, self.bad_idx)
-        # Cut j: scores in grid cells ≥ j are NG. fn = defects in cells < j; fp = goods in ≥ j.
-        zero = np.zeros((n_boot, 1), dtype=np.int64)
-        fn = np.hstack([zero, np.cumsum(bad_c, axis=1)[:, :-1]])
-        fp = n_g - np.hstack([zero, np.cumsum(good_c, axis=1)[:, :-1]])
+        # Cut j: scores on grid cells ≥ j are NG. fn = defects on cells < j; fp = goods on ≥ j.
+        fn = np.cumsum(bad_c, axis=1) - bad_c
+        fp = n_g - (np.cumsum(good_c, axis=1) - good_c)
         tp = n_d - fn
         if policy.name == "f1":
             objective = 2 * tp / np.maximum(1, 2 * tp + fp + fn)
@@ -106,18 +106,22 @@ class Resamples:
             objective = -(policy.value * fn + fp)
         else:
             raise ValueError(f"no vectorized threshold for policy {policy}")
-        present = (good_c + bad_c) > 0
-        cells = np.arange(n_uniq)
-        last_present = np.max(np.where(present, cells, -1), axis=1)
+        goods, bads = self.good[self.good_idx], self.bad[self.bad_idx]
+        top = np.searchsorted(uniq, np.maximum(goods[:, -1], bads[:, -1]))
         # Cuts above every resampled score (all OK) are not candidates, as in choose_threshold.
-        objective = np.where(cells[None, :] <= last_present[:, None], objective, -np.inf)
+        objective = np.where(np.arange(n_uniq) <= top[:, None], objective, -np.inf)
         best = np.argmax(objective, axis=1)
-        prev = np.maximum.accumulate(np.where(present, cells, -1), axis=1)  # last present ≤ j
-        nxt = np.minimum.accumulate(np.where(present, cells, n_uniq)[:, ::-1], axis=1)[:, ::-1]
-        r = np.arange(n_boot)
-        upper = uniq[nxt[r, best]]
-        below = np.where(best > 0, prev[r, np.maximum(best - 1, 0)], -1)
-        return np.where(below >= 0, (uniq[below] + upper) / 2.0, upper - 1.0)
+        upper = np.minimum(_smallest_from(goods, uniq[best]), _smallest_from(bads, uniq[best]))
+        below = uniq[np.maximum(best - 1, 0)]
+        return np.where(best > 0, (below + upper) / 2.0, upper - 1.0)
+
+
+def _smallest_from(sorted_rows: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """Per row, the smallest value at or above that row's limit (+inf when none)."""
+    n_below = (sorted_rows < limit[:, None]).sum(axis=1)
+    last = sorted_rows.shape[1] - 1
+    picked = sorted_rows[np.arange(sorted_rows.shape[0]), np.minimum(n_below, last)]
+    return np.where(n_below <= last, picked, np.inf)
 
 
 def _largest_below(sorted_rows: np.ndarray, limit: np.ndarray) -> np.ndarray:
