@@ -245,6 +245,8 @@ def calibrate(
     simulated small sets it kept the escape of the single choice with a tighter accuracy spread
     (`python -m train.calibration_study`). Same inputs and seed, same result."""
     pol = Policy.parse(policy) if isinstance(policy, str) else policy
+    if not isinstance(pol, Policy):
+        raise BadInput(f"calibration policy must be a policy text such as {DEFAULT_POLICY!r}")
     if not _is_int(n_boot) or n_boot < 1:
         raise BadInput(f"calibration needs n_boot of at least 1 resample, got {n_boot!r}")
     if not _is_int(seed) or seed < 0:

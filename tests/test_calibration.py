@@ -220,6 +220,7 @@ def test_to_dict_is_json_and_lines_read_like_the_report():
         (SCORES, DEFECT, {"n_boot": 2.5}, "n_boot of at least 1"),
         (SCORES, DEFECT, {"seed": -1}, "seed must be a non-negative integer"),
         (SCORES, DEFECT, {"policy": "precision:0.9"}, "unknown threshold policy"),
+        (SCORES, DEFECT, {"policy": None}, "must be a policy text"),
     ],
 )
 def test_bad_input_is_one_clear_line(scores, is_defect, kwargs, message):
