@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.calibration import DEFAULT_POLICY
 from edge_runtime.cli import main
 from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import InputSpec
@@ -75,7 +76,7 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     assert len(ref["reference"]["vector"]) == 128 and ref["reference"]["n"] == 20
     assert len(ref["reference"]["images_sha256"]) == 64
     assert ref["metric"] == {"name": "minkowski", "p": 4.0}
-    assert ref["threshold"]["policy"] == "recall:0.99"
+    assert ref["threshold"]["policy"] == DEFAULT_POLICY  # the CLI default, as written
     assert set(ref["threshold"]["validation"]) == {
         "auroc",
         "accuracy",

@@ -59,7 +59,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold-policy",
         default=DEFAULT_POLICY,
-        help="recall:R | f1 | youden | good-quantile:Q (default %(default)s)",
+        help="recall:R | cost:C | f1 | youden | good-quantile:Q, any but the last optionally "
+        "followed by ,max-overkill:X (default %(default)s)",
     )
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default 0.2, stratified)")
     p.add_argument(
