@@ -56,6 +56,8 @@ class Threshold:
     value: float  # NG when score > value
     policy: str  # how it was chosen, e.g. "recall:0.99"
     validation: dict = field(default_factory=dict)  # figures at this threshold on validation
+    # how it was calibrated: bootstrap interval, expected escape/overkill ranges (schema 2)
+    calibration: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Sidecar:
                 "value": float(self.threshold.value),
                 "policy": self.threshold.policy,
                 "validation": self.threshold.validation,
+                "calibration": self.threshold.calibration,
             },
             "labels": self.labels,
             "training": self.training,
@@ -193,6 +196,7 @@ class Sidecar:
                 value=threshold,
                 policy=r.get("threshold.policy", str),
                 validation=r.get("threshold.validation", dict),
+                calibration=r.optional("threshold.calibration", dict, {}),
             ),
             labels=r.get("labels", dict),
             training=r.get("training", dict),

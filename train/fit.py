@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edge_runtime.calibration import Policy, choose_threshold
+from edge_runtime.calibration import DEFAULT_POLICY, Policy, calibrate, choose_threshold
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
 from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
@@ -44,7 +44,7 @@ class TrainConfig:
     metric: str = "minkowski"
     p: float = 4.0
     n_ref: int | None = DEFAULT_N_REF  # None = every good training image
-    threshold_policy: str = "recall:0.99"
+    threshold_policy: str = DEFAULT_POLICY
     val_fraction: float = 0.2
     holdout_defect: str | None = None
     exclude: str | None = None
@@ -408,7 +408,10 @@ def train(cfg: TrainConfig) -> Result:
     # Embedding-based figures on validation.
     val_labels = data.labels[data.val_idx]
     val_scores = distances(embed(embedding, x[data.val_idx]), reference, metric)
-    threshold = choose_threshold(val_scores, val_labels != GOOD, policy)
+    # The policy's threshold, bagged over bootstrap resamples of the validation scores so one
+    # odd validation part cannot swing it; its interval and expected rates travel with it.
+    cal = calibrate(val_scores, val_labels != GOOD, policy, seed=cfg.seed)
+    threshold = cal.value
     ref_report = report(val_scores, val_labels.tolist(), threshold)
 
     # Pair-based figures (the reference notebook's other approach): twin distance of the
@@ -425,6 +428,8 @@ def train(cfg: TrainConfig) -> Result:
         "arch": cfg.arch,
         "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
         "threshold_policy": str(policy),
+        "calibration": cal.to_dict(),
+        "calibration_lines": cal.lines(),
         "validation": {
             "reference": {"policy": str(policy), **ref_report},
             "pairs": {"policy": str(policy), **pair_report},

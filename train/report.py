@@ -127,6 +127,7 @@ def summary_lines(r) -> list[str]:
         f"({m['threshold_policy']})",
         "  per label AUROC: "
         + ", ".join(f"{k} {v['auroc']:.4f}" for k, v in ref["per_label"].items()),
+        *(f"  {line}" for line in m.get("calibration_lines", [])),
         f"pair distance: AUROC {pair['auroc']:.4f}, accuracy {pair['accuracy']:.2%}, "
         f"escape {pair['escape_rate']:.2%}, overkill {pair['overkill_rate']:.2%}",
     ]
@@ -154,6 +155,12 @@ def markdown(r) -> str:
         f"{m['n_ref']} good training images. Threshold policy `{m['threshold_policy']}`: "
         "NG when score > threshold. Escape = defects passed as OK; overkill = good parts "
         "rejected.",
+        "",
+        "Calibration (the threshold and what to expect of it on the line):",
+        "",
+        *(f"- {line}" for line in m.get("calibration_lines", [])),
+        "",
+        f"Input: {r.data.fit_line}" if r.data.fit_line else "",
         "",
         "| approach | AUROC | accuracy | F1 | escape | overkill | threshold |",
         "|---|---|---|---|---|---|---|",

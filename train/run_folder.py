@@ -121,6 +121,7 @@ def reference_dict(r: Result) -> dict:
             "value": float(r.threshold),
             "policy": r.metrics["threshold_policy"],
             "validation": summary_figures(val),
+            "calibration": r.metrics["calibration"],
         },
         "labels": label_names(r),
         "training": {
