@@ -13,8 +13,15 @@ only the newest frame, because CAP_PROP_BUFFERSIZE is ignored by most backends a
 means judging parts that already left the station. A dead camera is detected three ways — read()
 fails, read() "succeeds" with an empty or repeated frame (unplugged USB cameras do this), or no
 frame arrives within the read timeout (a blocked read() after a stream drops, which cannot be
-interrupted: the stuck thread is abandoned and releases its own capture if it ever returns) — and
+interrupted: the stuck thread is abandoned and releases its own capture when read() returns) — and
 reconnected with bounded exponential backoff.
+
+Grab threads are joined on close() and are not daemon threads: the interpreter must never tear
+down a thread that is inside OpenCV's FFmpeg read(). At exit Python ends daemon threads with a
+forced unwind, and a C++ `catch (...)` in the reader swallows it, which aborts the whole process
+("FATAL: exception not rethrown", exit 134) — after SIGTERM on a live HTTP stream, losing the exit
+code the line's supervisor relies on. read() returns within the FFmpeg read timeout, so the join
+is bounded.
 """
 
 from __future__ import annotations
@@ -198,7 +205,8 @@ class _Grabber(threading.Thread):
     """Reads one capture as fast as it delivers and keeps only the newest frame."""
 
     def __init__(self, cap, cond: threading.Condition, pace_fps: float, stale_repeats: int):
-        super().__init__(daemon=True, name="twinspect-grab")
+        # Not a daemon: see the module docstring (exit 134 when torn down inside read()).
+        super().__init__(daemon=False, name="twinspect-grab")
         self.cap = cap
         self.cond = cond
         self.pace = 1.0 / pace_fps if pace_fps > 0 else 0.0
@@ -280,6 +288,7 @@ class LiveCapture(Source):
         self._paced = isinstance(target, str) and Path(target).is_file()
         self._cond = threading.Condition()
         self._grabber: _Grabber | None = None
+        self._stopping: list[_Grabber] = []  # abandoned grab threads, joined on close()
         self.fps = 0.0
         self.grabbed = 0  # frames the camera delivered, including those replaced by newer ones
 
@@ -302,9 +311,16 @@ class LiveCapture(Source):
                 self.grabbed += g.seq
                 g.abandoned = True  # a thread stuck in read() releases its capture on return
             self._grabber = None
+            self._stopping.append(g)
 
     def close(self) -> None:
+        """Stop grabbing and wait for the grab threads to leave OpenCV (bounded by the read
+        timeout), so the process can exit cleanly; safe to call twice."""
         self._abandon()
+        deadline = time.monotonic() + self.read_timeout_s + 1.0
+        for g in self._stopping:
+            g.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._stopping = [g for g in self._stopping if g.is_alive()]
 
     def events(
         self, done: frozenset[int] = frozenset(), stop: StopFlag = _never

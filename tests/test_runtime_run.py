@@ -8,8 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -181,7 +185,7 @@ def test_live_video_path_via_cli(untrained_model_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------- subprocesses
-def _spawn(model: Path, source: Path, out: Path, *extra) -> subprocess.Popen:
+def _spawn(model: Path, source: Path | str, out: Path, *extra) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(model)]
     cmd += ["--source", str(source), "--roi", ROI, "--out", str(out), *map(str, extra)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -220,3 +224,62 @@ def test_signal_mid_run_keeps_completed_records_then_resume_completes(
     proc = _spawn(untrained_model_dir, frames, out, "--resume")
     assert proc.wait(timeout=60) == 0
     assert [r["frame"] for r in lines(out)] == list(range(60))
+
+
+# ------------------------------------------------------------------------------- a live stream
+class _MjpegHandler(BaseHTTPRequestHandler):
+    """An IP camera's MJPEG endpoint: multipart JPEG frames, one every 20 ms, until the client
+    goes away (what `twinspect run --source http://…/stream.mjpg` meets on a real line)."""
+
+    jpegs: ClassVar[list[bytes]] = []
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        try:
+            while not self.server.closing.is_set():
+                jpeg = self.jpegs[i % len(self.jpegs)]
+                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                self.wfile.write(head.encode() + jpeg + b"\r\n")
+                i += 1
+                time.sleep(0.02)
+        except OSError:  # the client hung up
+            pass
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@pytest.fixture
+def mjpeg_url() -> Iterator[str]:
+    _MjpegHandler.jpegs = [cv2.imencode(".jpg", frame_image(i))[1].tobytes() for i in range(8)]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
+    server.daemon_threads = True
+    server.closing = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    server.closing.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_on_a_live_http_stream_finishes_and_exits_0(
+    untrained_model_dir, tmp_path, mjpeg_url, sig
+):
+    """Issue 11 F1: the grab thread sat in OpenCV's FFmpeg read() when the interpreter exited,
+    and tearing it down aborted the process (exit 134, "FATAL: exception not rethrown")."""
+    out = tmp_path / "r.jsonl"
+    proc = _spawn(untrained_model_dir, mjpeg_url, out)
+    _wait_for_lines(out, 5, proc)
+    os.kill(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    text = out.read_text()
+    recs = [json.loads(s) for s in text.splitlines()]
+    assert text.endswith("\n") and len(recs) >= 5
+    assert [r["frame"] for r in recs] == list(range(len(recs)))
+    assert f"stopped by {sig.name}" in stdout and f"frames {len(recs)}:" in stdout
