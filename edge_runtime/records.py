@@ -4,11 +4,17 @@ JSONL by default (one object per line), CSV on request. Each record is written w
 write() and flushed, so after a kill -9 every earlier record is on disk and at most the line being
 written is torn. `--resume` reads what an earlier run recorded, cuts a torn last line, and skips
 those frames.
+
+One writer per results file: a run holds an exclusive flock on the file for its whole life, taken
+before anything is read, cut or truncated, so a second run on the same --out (by mistake, or a
+supervisor restarting a run that is still alive) is refused instead of interleaving or truncating
+records under the first.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -142,6 +148,58 @@ class RecordWriter:
     def close(self) -> None:
         if self._own:
             self._f.close()
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on fd's file, from /proc/locks (Linux); None when unknown."""
+    st = os.fstat(fd)
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 6 or f[1] != "FLOCK":  # "1: -> FLOCK …" is a waiter, not the holder
+            continue
+        dev_ino = f[5].split(":")
+        if len(dev_ino) == 3 and dev_ino[2] == str(st.st_ino) and f[4].isdigit():
+            major, minor = int(dev_ino[0], 16), int(dev_ino[1], 16)
+            if (major, minor) == (os.major(st.st_dev), os.minor(st.st_dev)):
+                return int(f[4])
+    return None
+
+
+class ResultsLock:
+    """An exclusive, non-blocking flock on the results file itself, held until release().
+
+    On the file rather than a lock file beside it: nothing is left behind to clean up, and the
+    lock goes with the process, so a run killed with -9 never blocks the next one. Refuses with
+    BadInput (exit 2) naming the file and, where /proc/locks tells, the other process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = _lock_holder(self._fd)
+            self.release()
+            who = f"another process (pid {pid})" if pid else "another process"
+            raise BadInput(
+                f"--out {path}: already being written by {who}; wait for that run to end, "
+                "stop it, or choose another --out"
+            ) from None
+
+    def release(self) -> None:
+        """Drop the lock; safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _cut_torn_tail(path: Path) -> int:

@@ -27,7 +27,13 @@ from edge_runtime.inspector import BLANK_STD, Inspector, Judgement
 from edge_runtime.model import SessionOptions, load_model_dir
 from edge_runtime.overlay import draw, to_bgr
 from edge_runtime.preprocess import Roi, crop
-from edge_runtime.records import RecordWriter, frame_record, outage_record, recorded_frames
+from edge_runtime.records import (
+    RecordWriter,
+    ResultsLock,
+    frame_record,
+    outage_record,
+    recorded_frames,
+)
 from edge_runtime.sources import Frame, Outage, Reconnect, Source, open_source
 
 WINDOW = "twinspect"
@@ -286,7 +292,15 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         raise BadInput("--fps paces offline sources; a live source runs at its own rate")
     roi = resolve_roi(cfg.roi, model.sidecar.roi, source)
     inspector = Inspector(model, roi, cfg.threshold, cfg.batch, cfg.blank_std)
-    done, _torn = _prepare_output(cfg)
+    # Locked before the file is read (resume), cut or truncated: one writer per results file.
+    lock = ResultsLock(cfg.out) if cfg.out is not None else None
+    try:
+        done, _torn = _prepare_output(cfg)
+        writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     log = log or (sys.stderr if cfg.out is None else sys.stdout)
     summary = Summary(
         source=source.describe() + (f", ROI {roi.to_dict()}" if roi else ", whole frame"),
@@ -295,7 +309,6 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         resumed_skipped=len(done),
         resume_note=cfg.resume,
     )
-    writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume)
     stop = _Stop()
     t0 = time.monotonic()
     try:
@@ -306,6 +319,8 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         summary.seconds = time.monotonic() - t0
         source.close()
         writer.close()
+        if lock is not None:
+            lock.release()
         if cfg.show:
             cv2.destroyAllWindows()
         print(summary.text(), file=log, flush=True)

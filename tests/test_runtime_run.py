@@ -283,3 +283,24 @@ def test_signal_on_a_live_http_stream_finishes_and_exits_0(
     assert text.endswith("\n") and len(recs) >= 5
     assert [r["frame"] for r in recs] == list(range(len(recs)))
     assert f"stopped by {sig.name}" in stdout and f"frames {len(recs)}:" in stdout
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
+def test_second_writer_on_the_same_out_is_refused(untrained_model_dir, tmp_path, capsys, mode):
+    """Issue 11 F2: a second `twinspect run` on a results file another run is writing exits 2
+    naming the file and the other process, and the first run's records stay whole."""
+    frames = write_folder(tmp_path / "frames", 60)
+    out = tmp_path / "r.jsonl"
+    first = _spawn(untrained_model_dir, frames, out, "--fps", 20)
+    try:
+        _wait_for_lines(out, 3, first)
+        args = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+        assert run(*args, mode) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0] and f"pid {first.pid}" in err[0], err
+    finally:
+        os.kill(first.pid, signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+    recs = lines(out)  # every line whole, none overwritten
+    assert [r["frame"] for r in recs] == list(range(len(recs))) and len(recs) >= 3
