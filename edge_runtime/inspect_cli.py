@@ -80,8 +80,14 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         "--batch", type=_positive_int, default=1, help="offline sources: embed N frames at a time"
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue --out: skip frames it already holds"
-    )
+        "--resume", action="store_true",
+        help="continue --out: skip frames it already holds. Refused (exit 2) when the source, "
+        "model, threshold or ROI differ from those in OUT.run.json",
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true",
+        help="with --resume: continue even so (OUT.run.json then says the file mixes runs)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--save-ng", type=Path, metavar="DIR", help="save each NG crop and annotated frame here"
@@ -125,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         batch=args.batch,
         resume=args.resume,
+        force=args.force,
         overwrite=args.overwrite,
         save_ng=args.save_ng,
         show=args.show,

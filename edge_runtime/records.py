@@ -5,6 +5,12 @@ write() and flushed, so after a kill -9 every earlier record is on disk and at m
 written is torn. `--resume` reads what an earlier run recorded, cuts a torn last line, and skips
 those frames.
 
+What made a results file is kept beside it, in `<file>.run.json`: the source, the model's
+SHA-256, the threshold, the ROI and the format. `--resume` compares them with the run about to
+continue it and refuses a difference (unless --force): frames are skipped by index, so a resume
+with another source would skip frames it never judged, and another model or threshold would mix
+two sets of verdicts in one file without a trace.
+
 One writer per results file: a run holds an exclusive flock on the file for its whole life, taken
 before anything is read, cut or truncated, so a second run on the same --out (by mistake, or a
 supervisor restarting a run that is still alive) is refused instead of interleaving or truncating
@@ -19,10 +25,13 @@ import io
 import json
 import os
 import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from edge_runtime.errors import BadInput
+from edge_runtime.files import atomic_write_bytes
 from edge_runtime.inspector import Judgement
 from edge_runtime.sources import Frame, Outage
 
@@ -148,6 +157,108 @@ class RecordWriter:
     def close(self) -> None:
         if self._own:
             self._f.close()
+
+
+STATE_SUFFIX = ".run.json"
+
+
+def state_path(out: Path) -> Path:
+    """`results.jsonl` → `results.jsonl.run.json`, beside it."""
+    return out.with_name(out.name + STATE_SUFFIX)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What decides a results file's verdicts; a resume must match it (see the module doc)."""
+
+    source: str  # as given on the command line
+    source_resolved: str  # absolute path for files and folders, else as given
+    model_dir: str
+    model_sha256: str
+    threshold: float
+    threshold_from: str
+    roi: dict | None
+    format: str
+
+    def differences(self, recorded: dict) -> list[str]:
+        """What differs from a recorded identity, each as 'name now (was then)'."""
+        out = []
+        for key, name in (
+            ("source_resolved", "source"),
+            ("model_sha256", "model sha256"),
+            ("threshold", "threshold"),
+            ("roi", "roi"),
+        ):
+            now, then = getattr(self, key), recorded.get(key)
+            if now != then:
+                if key == "model_sha256":
+                    now, then = f"{now[:12]}… ({self.model_dir})", f"{str(then)[:12]}…"
+                    then += f" ({recorded.get('model_dir')})"
+                out.append(f"{name} {now} (was {then})")
+        return out
+
+
+def check_resume(out: Path, ident: RunIdentity, force: bool) -> list[str]:
+    """Refuse (BadInput) to resume `out` with a run that differs from the one that made it;
+    with `force`, return the differences so the state file can say the file mixes runs."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return []  # nothing recorded yet: a fresh start
+    sp = state_path(out)
+    try:
+        recorded = json.loads(sp.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        if force:
+            return [f"unknown ({sp.name} missing)"]
+        raise BadInput(
+            f"--resume {out}: {sp} is missing, so nothing says which source, model and "
+            "threshold made these results; --force to resume anyway"
+        ) from None
+    except (OSError, ValueError) as e:
+        if force:
+            return [f"unknown ({sp.name} unreadable)"]
+        raise BadInput(
+            f"--resume {out}: {sp} is not readable ({e}); --force to resume anyway"
+        ) from None
+    if recorded.get("format") != ident.format:
+        raise BadInput(
+            f"--resume {out}: the file holds {recorded.get('format')} records, this run writes "
+            f"{ident.format}; one file cannot mix formats (check --csv)"
+        )
+    diffs = ident.differences(recorded)
+    if diffs and not force:
+        raise BadInput(
+            f"--resume {out}: recorded with a different " + "; ".join(diffs) + ". Resume with "
+            "the same ones, write a new --out, or --force to mix both runs in one file"
+        )
+    return diffs
+
+
+def write_state(out: Path, ident: RunIdentity, resumed: bool, forced: list[str]) -> None:
+    """Write `<out>.run.json` (atomically) for a fresh run, or add this resume to it. Only for
+    regular files: a device or pipe as --out has nothing to resume."""
+    if not out.is_file():
+        return
+    sp = state_path(out)
+    state: dict = {}
+    if resumed:
+        try:
+            state = json.loads(sp.read_text())
+        except (OSError, ValueError):
+            state = {}
+    if not isinstance(state, dict) or not state:
+        state = {**asdict(ident), "results": out.name, "started": _now(), "resumes": []}
+    if resumed:
+        state.setdefault("resumes", []).append({"started": _now(), "forced": forced})
+    try:
+        atomic_write_bytes(sp, (json.dumps(state, indent=1) + "\n").encode())
+    except OSError as e:
+        raise BadInput(f"{sp}: cannot write the run's state ({e.strerror or e})") from None
 
 
 def _lock_holder(fd: int) -> int | None:

@@ -30,9 +30,12 @@ from edge_runtime.preprocess import Roi, crop
 from edge_runtime.records import (
     RecordWriter,
     ResultsLock,
+    RunIdentity,
+    check_resume,
     frame_record,
     outage_record,
     recorded_frames,
+    write_state,
 )
 from edge_runtime.sources import Frame, Outage, Reconnect, Source, open_source
 
@@ -49,6 +52,7 @@ class RunConfig:
     threshold: float | None = None  # None: the sidecar's
     batch: int = 1
     resume: bool = False
+    force: bool = False  # resume even if source/model/threshold/ROI differ from the recorded run
     overwrite: bool = False
     save_ng: Path | None = None
     show: bool = False
@@ -246,19 +250,35 @@ def save_ng(folder: Path, frame: Frame, roi: Roi | None, j: Judgement, threshold
     return {"saved_crop": str(crop_path), "saved_frame": str(full_path)}
 
 
-def _prepare_output(cfg: RunConfig) -> tuple[frozenset[int], int]:
+def _identity(cfg: RunConfig, model, inspector: Inspector) -> RunIdentity:
+    src = Path(cfg.source)
+    return RunIdentity(
+        source=cfg.source,
+        source_resolved=str(src.resolve()) if src.exists() else cfg.source,
+        model_dir=str(cfg.model_dir),
+        model_sha256=model.sidecar.model_sha256,
+        threshold=inspector.threshold,
+        threshold_from=inspector.threshold_from,
+        roi=inspector.roi.to_dict() if inspector.roi else None,
+        format=cfg.fmt,
+    )
+
+
+def _prepare_output(cfg: RunConfig, ident: RunIdentity) -> tuple[frozenset[int], list[str]]:
+    """Frames already recorded (resume) and the differences a forced resume accepted."""
     if cfg.out is None:
         if cfg.resume:
             raise BadInput("--resume needs --out FILE (the results of the run to continue)")
-        return frozenset(), 0
+        return frozenset(), []
     if cfg.resume:
-        return recorded_frames(cfg.out, cfg.fmt)
+        forced = check_resume(cfg.out, ident, cfg.force)  # before anything is cut
+        return recorded_frames(cfg.out, cfg.fmt)[0], forced
     if cfg.out.exists() and cfg.out.stat().st_size > 0 and not cfg.overwrite:
         raise BadInput(
             f"--out {cfg.out} already holds results; --resume to continue it, "
             "--overwrite to replace it"
         )
-    return frozenset(), 0
+    return frozenset(), []
 
 
 def resolve_roi(cfg_roi: Roi | None, sidecar_roi: Roi | None, source: Source) -> Roi | None:
@@ -295,8 +315,11 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     # Locked before the file is read (resume), cut or truncated: one writer per results file.
     lock = ResultsLock(cfg.out) if cfg.out is not None else None
     try:
-        done, _torn = _prepare_output(cfg)
+        ident = _identity(cfg, model, inspector)
+        done, forced = _prepare_output(cfg, ident)
         writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume)
+        if cfg.out is not None:
+            write_state(cfg.out, ident, cfg.resume, forced)
     except BaseException:
         if lock is not None:
             lock.release()

@@ -304,3 +304,74 @@ def test_second_writer_on_the_same_out_is_refused(untrained_model_dir, tmp_path,
     assert first.returncode == 0
     recs = lines(out)  # every line whole, none overwritten
     assert [r["frame"] for r in recs] == list(range(len(recs))) and len(recs) >= 3
+
+
+def _other_model(model_dir: Path, tmp_path: Path) -> Path:
+    """The same network saved with a different doc string: a different ONNX file (sha256) that
+    the runtime loads like any export."""
+    import shutil
+
+    import onnx
+
+    from edge_runtime.files import sha256_file
+
+    other = tmp_path / "other-model"
+    shutil.copytree(model_dir, other)
+    m = onnx.load(other / "model.onnx")
+    m.doc_string = "another export"
+    onnx.save(m, other / "model.onnx")
+    sidecar = json.loads((other / "model.json").read_text())
+    sidecar["model_sha256"] = sha256_file(other / "model.onnx")
+    (other / "model.json").write_text(json.dumps(sidecar))
+    return other
+
+
+@pytest.mark.parametrize("change", ["source", "model", "threshold", "roi", "csv"])
+def test_resume_with_a_different_source_model_or_threshold_is_refused(
+    untrained_model_dir, frames, tmp_path, capsys, change
+):
+    """Issue 11 F3: --resume checks the results file was made by the same source, model,
+    threshold (and ROI, format); otherwise exit 2 naming what differs, unless --force."""
+    out = tmp_path / "r.jsonl"
+    base = {"--model": untrained_model_dir, "--source": frames, "--roi": ROI, "--out": out}
+    assert run(*[str(x) for kv in base.items() for x in kv], "--max-frames", 4) == 0
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert state["source"] == str(frames) and state["roi"] == Roi.parse(ROI).to_dict()
+    assert state["model_sha256"] == load_model_dir(untrained_model_dir).sidecar.model_sha256
+    capsys.readouterr()
+    changed, extra = dict(base), []
+    if change == "source":
+        changed["--source"] = write_folder(tmp_path / "other-frames", 12)
+    elif change == "model":
+        changed["--model"] = _other_model(untrained_model_dir, tmp_path)
+    elif change == "threshold":
+        extra = ["--threshold", 0.5]
+    elif change == "roi":
+        changed["--roi"] = "100,80,108,78"
+    else:
+        extra = ["--csv"]
+    argv = [*[str(x) for kv in changed.items() for x in kv], *extra, "--resume"]
+    before = out.read_bytes()
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0], err
+    what = {"model": "model sha256 ", "csv": "cannot mix formats"}.get(change, f"{change} ")
+    assert what in err[0] and ("--force" in err[0]) == (change != "csv"), err
+    assert out.read_bytes() == before  # nothing touched
+    if change == "csv":
+        return  # a CSV tail on a JSON-lines file is never useful, even forced
+    assert run(*argv, "--force") == 0
+    recs = lines(out)
+    assert [r["frame"] for r in recs] == list(range(12))
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert len(state["resumes"]) == 1 and state["resumes"][0]["forced"]
+
+
+def test_resume_with_the_same_settings_is_recorded(untrained_model_dir, frames, tmp_path):
+    out = tmp_path / "r.jsonl"
+    base = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+    assert run(*base, "--max-frames", 4) == 0
+    assert run(*base, "--resume") == 0
+    assert [r["frame"] for r in lines(out)] == list(range(12))
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert state["resumes"] and state["resumes"][0]["forced"] == []
