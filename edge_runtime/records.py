@@ -28,7 +28,6 @@ import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 from edge_runtime.errors import BadInput
 from edge_runtime.files import atomic_write_bytes
@@ -120,30 +119,69 @@ def _csv_row(rec: dict) -> dict:
     return row
 
 
+class ResultsWriteError(BadInput):
+    """Writing a record failed (disk full, I/O error, file size limit). Exit 2: the file holds
+    every record before it, whole; the run stops, as nothing more could be kept."""
+
+
 class RecordWriter:
-    """Writes records to a file (or stdout), one flushed write per record."""
+    """Writes records to a file (or stdout), each as one whole line with one write().
+
+    A file is written through its descriptor, unbuffered: a record is in the file (the page
+    cache) when write() returns, and a write that fails part-way — a full disk, EIO, a file size
+    limit — is cut back to the last complete line, so the file never ends in a torn record.
+    """
 
     def __init__(self, path: Path | None, fmt: str = "jsonl", append: bool = False) -> None:
         self.path = path
         self.fmt = fmt
         self.count = 0
-        if path is None:
-            self._f: IO[str] = sys.stdout
-            self._own = False
-        else:
+        self._fd: int | None = None
+        self._good = 0  # file size after the last complete record
+        if path is not None:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(path, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
+                self._fd = os.open(path, flags, 0o666)  # 0666 & ~umask, like open()
+                self._good = os.lseek(self._fd, 0, os.SEEK_END)
             except OSError as e:
+                if self._fd is not None:
+                    os.close(self._fd)
                 raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
-            self._own = True
-        fresh = path is None or not append or path.stat().st_size == 0
-        if fmt == "csv" and fresh:
+        if fmt == "csv" and self._good == 0:
             self._write(",".join(CSV_FIELDS) + "\r\n")
 
     def _write(self, text: str) -> None:
-        self._f.write(text)
-        self._f.flush()
+        if self._fd is None:
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise ResultsWriteError(f"stdout: cannot write ({e.strerror or e})") from None
+            return
+        data = text.encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a filling disk, a signal)
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            self._cut_back()
+            raise ResultsWriteError(
+                f"--out {self.path}: cannot write ({e.strerror or e}); "
+                f"{self.count} records written this run are kept, whole"
+            ) from None
+        self._good += len(data)
+
+    def _cut_back(self) -> None:
+        """Truncate a partly written record (devices and pipes cannot be truncated: nothing
+        of a failed write reached them that could be removed)."""
+        try:
+            os.ftruncate(self._fd, self._good)
+            os.lseek(self._fd, self._good, os.SEEK_SET)
+        except OSError:
+            pass
 
     def write(self, rec: dict) -> None:
         if self.fmt == "csv":
@@ -155,8 +193,10 @@ class RecordWriter:
         self.count += 1
 
     def close(self) -> None:
-        if self._own:
-            self._f.close()
+        """Close the file; safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 STATE_SUFFIX = ".run.json"

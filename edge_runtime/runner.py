@@ -30,6 +30,7 @@ from edge_runtime.preprocess import Roi, crop
 from edge_runtime.records import (
     RecordWriter,
     ResultsLock,
+    ResultsWriteError,
     RunIdentity,
     check_resume,
     frame_record,
@@ -337,6 +338,9 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     try:
         with _signals(stop):
             _loop(cfg, source, inspector, writer, summary, stop, done)
+    except ResultsWriteError:
+        stop.reason = stop.reason or "a failed write to the results"
+        raise
     finally:
         summary.stopped_by = stop.reason
         summary.seconds = time.monotonic() - t0

@@ -375,3 +375,54 @@ def test_resume_with_the_same_settings_is_recorded(untrained_model_dir, frames, 
     assert [r["frame"] for r in lines(out)] == list(range(12))
     state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
     assert state["resumes"] and state["resumes"][0]["forced"] == []
+
+
+def _limit_file_size(nbytes: int):
+    """preexec_fn: files this child writes may not grow beyond nbytes — a disk that fills up
+    after nbytes, without root. SIGXFSZ ignored, so the write fails with EFBIG (an OSError)."""
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return limit
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_full_disk_keeps_whole_lines_prints_the_summary_and_exits_2(
+    untrained_model_dir, frames, tmp_path, fmt
+):
+    """Issue 11 F4: a write that fails (disk full) is one line naming the file, exit 2, the
+    summary of what was recorded, and no torn record at the end of the file."""
+    out = tmp_path / f"r.{fmt}"
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", str(frames), "--roi", ROI, "--out", str(out)]
+    cmd += ["--csv"] if fmt == "csv" else []
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, preexec_fn=_limit_file_size(1500)
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "File too large" in err[0], err
+    text = out.read_text()
+    assert text.endswith("\n") and len(text) <= 1500
+    if fmt == "csv":
+        import csv
+
+        rows = list(csv.DictReader(text.splitlines()))
+        frames_ = [int(r["frame"]) for r in rows]
+        assert text.splitlines()[0].startswith("event,frame,")
+    else:
+        frames_ = [json.loads(s)["frame"] for s in text.splitlines()]
+    assert frames_ == list(range(len(frames_))) and 0 < len(frames_) < 12
+    assert f"frames {len(frames_)}:" in proc.stdout  # the summary counts what was recorded
+
+
+def test_out_on_dev_full_is_one_line_and_exit_2(untrained_model_dir, frames, capsys):
+    code = run("--model", untrained_model_dir, "--source", frames, "--out", "/dev/full")
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "/dev/full" in err[0] and "No space" in err[0], err
+    assert "frames 0:" in captured.out
