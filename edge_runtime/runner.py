@@ -28,6 +28,7 @@ from edge_runtime.model import SessionOptions, load_model_dir
 from edge_runtime.overlay import draw, to_bgr
 from edge_runtime.preprocess import Roi, crop
 from edge_runtime.records import (
+    FsyncPolicy,
     RecordWriter,
     ResultsLock,
     ResultsWriteError,
@@ -55,6 +56,7 @@ class RunConfig:
     resume: bool = False
     force: bool = False  # resume even if source/model/threshold/ROI differ from the recorded run
     overwrite: bool = False
+    fsync: str = "batch"  # every | batch | off: see records.FsyncPolicy
     save_ng: Path | None = None
     show: bool = False
     threads: int = 1
@@ -318,7 +320,7 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     try:
         ident = _identity(cfg, model, inspector)
         done, forced = _prepare_output(cfg, ident)
-        writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume)
+        writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume, fsync=FsyncPolicy(cfg.fsync))
         if cfg.out is not None:
             write_state(cfg.out, ident, cfg.resume, forced)
     except BaseException:

@@ -426,3 +426,34 @@ def test_out_on_dev_full_is_one_line_and_exit_2(untrained_model_dir, frames, cap
     err = captured.err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "/dev/full" in err[0] and "No space" in err[0], err
     assert "frames 0:" in captured.out
+
+
+def test_fsync_policy_every_batch_off(untrained_model_dir, frames, tmp_path):
+    """--fsync: every record, every N records or 1 s, or never; the records are the same."""
+    from edge_runtime.records import FsyncPolicy, RecordWriter
+
+    batch = FsyncPolicy("batch", records=100, seconds=1.0)
+    assert not batch.due(0, 5.0) and not batch.due(99, 0.5)
+    assert batch.due(100, 0.0) and batch.due(1, 1.0)
+    assert FsyncPolicy("every").due(1, 0.0) and not FsyncPolicy("off").due(10**6, 10**6)
+    for mode, expected in (("every", 12), ("off", 0)):
+        w = RecordWriter(tmp_path / f"{mode}.jsonl", fsync=FsyncPolicy(mode))
+        for i in range(12):
+            w.write({"event": "frame", "frame": i})
+        w.close()
+        assert w.fsyncs == expected and len(lines(tmp_path / f"{mode}.jsonl")) == 12
+    w = RecordWriter(tmp_path / "batch.jsonl", fsync=FsyncPolicy("batch", records=5))
+    for i in range(12):
+        w.write({"event": "frame", "frame": i})
+    assert 2 <= w.fsyncs <= 12
+    w.close()  # the last 2 records are forced to disk on close, if time did not already
+    assert w.fsyncs >= 3
+    base = ["--model", untrained_model_dir, "--source", frames, "--out"]
+    results = {}
+    for mode in ("every", "batch", "off"):
+        assert run(*base, tmp_path / f"cli-{mode}.jsonl", "--fsync", mode) == 0
+        results[mode] = [(r["frame"], r["verdict"]) for r in lines(tmp_path / f"cli-{mode}.jsonl")]
+    assert results["every"] == results["batch"] == results["off"] and len(results["off"]) == 12
+    with pytest.raises(SystemExit) as e:
+        run(*base, tmp_path / "x.jsonl", "--fsync", "sometimes")
+    assert e.value.code == 2
