@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.cli import main
-from edge_runtime.errors import BadModel
+from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.model import load_model_dir
 from edge_runtime.preprocess import to_tensor
 from edge_runtime.sidecar import Sidecar
@@ -74,7 +74,7 @@ def test_failure_between_the_two_files_keeps_the_old_pair(
         return real_stage(path, data)
 
     monkeypatch.setattr(build, "stage_bytes", stage_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(BadInput, match=r"No space left on device\); nothing was replaced"):
         build.export_run(untrained_run, target, opset=18, log=lambda *_: None)
     assert calls == ["model.onnx", "model.json"]
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # no temp files either
@@ -147,3 +147,32 @@ def test_runtime_refuses_unreadable_json(untrained_model_dir, tmp_path):
     (bad / "model.json").write_text('{"schema_version": 1,')
     with pytest.raises(BadModel, match="not readable JSON"):
         load_model_dir(bad)
+
+
+def _export_cli(run_dir: Path, out: Path, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main(["export", "--run", str(run_dir), "--out", str(out)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("name", ["embedding.keras", "validation.npz"])
+def test_export_of_a_truncated_run_file_is_one_line_and_exit_2(
+    untrained_run, tmp_path, capsys, name
+):
+    """Issue 11 F5: a truncated file in the run folder is bad input, not a traceback."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(untrained_run, run_dir)
+    f = run_dir / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    out = tmp_path / "m"
+    code, err = _export_cli(run_dir, out, capsys)
+    assert code == 2 and len(err) == 1 and str(f) in err[0], err
+    assert not out.exists()  # nothing half-written
+
+
+def test_export_into_an_unwritable_folder_is_one_line_and_exit_2(untrained_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"  # a folder that cannot be made, even as root
+    blocker.write_text("x")
+    code, err = _export_cli(untrained_run, blocker / "m", capsys)
+    assert code == 2 and len(err) == 1 and str(blocker / "m") in err[0], err
+    assert blocker.read_text() == "x"
