@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,18 @@ def test_export_into_an_unwritable_folder_is_one_line_and_exit_2(untrained_run, 
     code, err = _export_cli(untrained_run, blocker / "m", capsys)
     assert code == 2 and len(err) == 1 and str(blocker / "m") in err[0], err
     assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_exported_files_follow_the_umask(untrained_run, tmp_path, umask, mode):
+    """Issue 11 F6: staged files were created 0600 whatever the umask, so another user (the
+    line's service account) could not read the model."""
+    from export.build import export_run
+
+    old = os.umask(umask)
+    try:
+        export_run(untrained_run, tmp_path / "m", log=lambda *_: None)
+    finally:
+        os.umask(old)
+    for name in ("model.onnx", "model.json"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == mode, name

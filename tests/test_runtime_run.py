@@ -457,3 +457,23 @@ def test_fsync_policy_every_batch_off(untrained_model_dir, frames, tmp_path):
     with pytest.raises(SystemExit) as e:
         run(*base, tmp_path / "x.jsonl", "--fsync", "sometimes")
     assert e.value.code == 2
+
+
+def test_results_state_and_figures_follow_the_umask(untrained_model_dir, frames, tmp_path):
+    """Issue 11 F6: files twinspect writes get 0666 & ~umask, as open() gives, in a child
+    process with umask 002 (a shared group on the line PC)."""
+    import stat
+
+    out, figures = tmp_path / "r.jsonl", tmp_path / "eval.json"
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", str(frames), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o002))
+    rec = tmp_path / "rec"
+    write_folder(rec / "frames", 4)
+    (rec / "labels.csv").write_text("frame,label\n0,0\n1,1\n2,0\n3,1\n")
+    (rec / "roi.json").write_text(json.dumps(Roi.parse(ROI).to_dict()))
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "eval", "--model", str(untrained_model_dir)]
+    cmd += ["--data", str(rec), "--json", str(figures)]
+    subprocess.run(cmd, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o002))
+    for path in (out, tmp_path / "r.jsonl.run.json", figures):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
