@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    v = _finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
 def _finite(text: str) -> float:
     try:
         v = float(text)
@@ -118,6 +125,11 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         "--reconnect-wait", type=float, default=0.5, metavar="S",
         help="first reconnect wait in seconds, doubling up to 10 s (default 0.5)",
     )  # fmt: skip
+    p.add_argument(
+        "--open-timeout", type=_positive_float, default=5.0, metavar="S",
+        help="seconds to wait for a camera or stream to open (and reopen) before giving up "
+        "(default 5). A live source silent for 5 s counts as an outage",
+    )  # fmt: skip
     p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     p.add_argument(
         "--fps", type=float, help="offline sources: pace frames at this rate, like the line"
@@ -149,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         live=args.live,
         max_reconnects=args.max_reconnects,
         reconnect_wait_s=args.reconnect_wait,
+        open_timeout_s=args.open_timeout,
         max_frames=args.max_frames,
         fps=args.fps,
     )

@@ -39,7 +39,14 @@ from edge_runtime.records import (
     recorded_frames,
     write_state,
 )
-from edge_runtime.sources import Frame, Outage, Reconnect, Source, open_source
+from edge_runtime.sources import (
+    OPEN_TIMEOUT_S,
+    Frame,
+    Outage,
+    Reconnect,
+    Source,
+    open_source,
+)
 
 WINDOW = "twinspect"
 
@@ -63,6 +70,7 @@ class RunConfig:
     spin: bool = False
     live: bool = False  # play a video file like a camera
     max_reconnects: int = 10
+    open_timeout_s: float = OPEN_TIMEOUT_S  # opening (and reopening) a camera or stream
     reconnect_wait_s: float = 0.5
     max_frames: int | None = None
     fps: float | None = None  # pace an offline source like a line
@@ -308,6 +316,7 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         reconnect=Reconnect(
             cfg.max_reconnects, cfg.reconnect_wait_s, max(cfg.reconnect_wait_s, 10.0)
         ),
+        open_timeout_s=cfg.open_timeout_s,
     )
     if source.live and cfg.batch > 1:
         raise BadInput("--batch is for offline sources; a live camera is judged frame by frame")

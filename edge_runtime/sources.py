@@ -16,6 +16,12 @@ frame arrives within the read timeout (a blocked read() after a stream drops, wh
 interrupted: the stuck thread is abandoned and releases its own capture when read() returns) — and
 reconnected with bounded exponential backoff.
 
+Opening a stream waits at most the open timeout (`run --open-timeout`, default 5 s), and a read
+at most the read timeout (5 s, which is also how long a live source may stay silent before it
+counts as an outage): both are handed to OpenCV's FFmpeg backend. A URL is opened with FFmpeg
+only — falling back to "any backend" tried FFmpeg again without the timeouts, 30 s more against a
+server that accepts and never answers.
+
 Grab threads are joined on close() and are not daemon threads: the interpreter must never tear
 down a thread that is inside OpenCV's FFmpeg read(). At exit Python ends daemon threads with a
 forced unwind, and a C++ `catch (...)` in the reader swallows it, which aborts the whole process
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 import re
 import threading
 import time
@@ -42,6 +49,8 @@ from edge_runtime.datasets import IMAGE_EXTS, image_files, read_image_file, reco
 from edge_runtime.errors import BadInput, RunFailed
 from edge_runtime.preprocess import Roi
 
+OPEN_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0
 VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".mjpeg"}
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -137,9 +146,26 @@ class ImageFiles(Source):
 
 
 # ------------------------------------------------------------------------------- capture
+_quieted = False
+
+
+def _quiet_opencv() -> None:
+    """OpenCV and FFmpeg print their own warnings on stderr for every failed open or timeout
+    (several lines each), drowning the one line twinspect prints about it. Silenced unless
+    TWINSPECT_CV_LOGS=1; set OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL to override either."""
+    global _quieted
+    if _quieted or os.environ.get("TWINSPECT_CV_LOGS") == "1":
+        return
+    _quieted = True
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read at FFmpeg init
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: float):
     """cv2.VideoCapture with open/read timeouts on the FFmpeg backend (files and streams), so a
     dropped stream cannot block read() for minutes; None when it does not open."""
+    _quiet_opencv()
     if isinstance(target, int):
         cap = cv2.VideoCapture(target)
     else:
@@ -150,7 +176,11 @@ def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: floa
             int(read_timeout_s * 1000),
         ]
         cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-        if not cap.isOpened():  # a build without FFmpeg, or a backend-specific URL
+        # Another backend only for files, or when this build has no FFmpeg: for a URL it would
+        # be FFmpeg again without the timeouts (see the module docstring).
+        if not cap.isOpened() and (
+            not URL_RE.match(target) or not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+        ):
             cap.release()
             cap = cv2.VideoCapture(target)
     if not cap.isOpened():
@@ -169,7 +199,7 @@ class VideoFile(Source):
 
     kind = "video"
 
-    def __init__(self, path: Path, open_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
         self.path = path
         self.name = path.name
         self._open_timeout_s = open_timeout_s
@@ -274,8 +304,8 @@ class LiveCapture(Source):
         name: str,
         kind: str,
         reconnect: Reconnect | None = None,
-        open_timeout_s: float = 10.0,
-        read_timeout_s: float = 5.0,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
         stale_repeats: int = 50,
     ) -> None:
         self.target = target
@@ -325,7 +355,15 @@ class LiveCapture(Source):
     def events(
         self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
     ) -> Iterator[Event]:
+        t0 = time.monotonic()
         if not self._start():
+            waited = time.monotonic() - t0
+            if isinstance(self.target, str) and waited >= 0.9 * self.open_timeout_s:
+                raise BadInput(
+                    f"{self.describe()}: no answer within {self.open_timeout_s:g} s "
+                    "(--open-timeout); check the URL and that the camera is up, or raise "
+                    "--open-timeout"
+                )
             raise BadInput(f"{self.describe()}: cannot open (check the index, URL or cable)")
         index = max(done) + 1 if done else 0  # resume: live frames are new, keep indices unique
         last_seq, last_mono = 0, time.monotonic()
@@ -405,7 +443,9 @@ class LiveCapture(Source):
 
 
 # ------------------------------------------------------------------------------- opening
-def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
+def _recording(
+    folder: Path, reconnect: Reconnect | None, live: bool, open_timeout_s: float = OPEN_TIMEOUT_S
+) -> Source:
     roi = recording_roi(folder)
     frames = folder / "frames"
     if frames.is_dir() and not live:
@@ -414,15 +454,22 @@ def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
     if not videos:
         raise BadInput(f"{folder}: a recording needs frames/ or a video beside roi.json")
     src = (
-        LiveCapture(str(videos[0]), str(videos[0]), "recording video (live)", reconnect)
+        LiveCapture(
+            str(videos[0]), str(videos[0]), "recording video (live)", reconnect, open_timeout_s
+        )
         if live
-        else VideoFile(videos[0])
+        else VideoFile(videos[0], open_timeout_s)
     )
     src.default_roi = roi
     return src
 
 
-def open_source(text: str, live: bool = False, reconnect: Reconnect | None = None) -> Source:
+def open_source(
+    text: str,
+    live: bool = False,
+    reconnect: Reconnect | None = None,
+    open_timeout_s: float = OPEN_TIMEOUT_S,
+) -> Source:
     """Resolve a --source argument. Refuses (BadInput, exit 2) what is not a usable source.
 
     `live=True` plays a video file like a camera: grab thread, newest frame only, reconnect at
@@ -432,9 +479,9 @@ def open_source(text: str, live: bool = False, reconnect: Reconnect | None = Non
     if path.exists():
         if path.is_dir():
             if (path / "roi.json").is_file():
-                return _recording(path, reconnect, live)
+                return _recording(path, reconnect, live, open_timeout_s)
             if (path / "recording" / "roi.json").is_file():  # the folder `generate` wrote
-                return _recording(path / "recording", reconnect, live)
+                return _recording(path / "recording", reconnect, live, open_timeout_s)
             images = image_files(path)
             if not images:
                 raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
@@ -442,12 +489,12 @@ def open_source(text: str, live: bool = False, reconnect: Reconnect | None = Non
         if path.suffix.lower() in IMAGE_EXTS:
             return ImageFiles([path], str(path), "image")
         if live:
-            return LiveCapture(str(path), str(path), "video (live)", reconnect)
-        return VideoFile(path)
+            return LiveCapture(str(path), str(path), "video (live)", reconnect, open_timeout_s)
+        return VideoFile(path, open_timeout_s)
     if text.isdigit():
-        return LiveCapture(int(text), f"camera {text}", "camera", reconnect)
+        return LiveCapture(int(text), f"camera {text}", "camera", reconnect, open_timeout_s)
     if URL_RE.match(text):
-        return LiveCapture(text, text, "stream", reconnect)
+        return LiveCapture(text, text, "stream", reconnect, open_timeout_s)
     if any(c in text for c in "*?["):
         matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
         images = [p for p in matches if p.is_file()]

@@ -477,3 +477,47 @@ def test_results_state_and_figures_follow_the_umask(untrained_model_dir, frames,
     subprocess.run(cmd, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o002))
     for path in (out, tmp_path / "r.jsonl.run.json", figures):
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A server that accepts the connection and never says a word (a hung camera web server)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    closing.set()
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 1])
+def test_a_url_that_never_answers_gives_up_after_the_open_timeout(
+    untrained_model_dir, tmp_path, silent_url, timeout
+):
+    """Issue 11 F7: it took 40 s (an undocumented 10 s, then 30 s more through a second
+    backend). Now --open-timeout (default 5 s) bounds it, and the line says so."""
+    out = tmp_path / "r.jsonl"
+    extra = [] if timeout is None else ["--open-timeout", str(timeout)]
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", silent_url, "--out", str(out), *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - t0 < 30  # generous: the old behaviour took 40 s
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert silent_url in err[0] and f"no answer within {timeout or 5} s" in err[0], err
+    assert "--open-timeout" in err[0]
