@@ -194,7 +194,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="folder dataset, parquet file, or recording with labels.csv"
     )
-    p.add_argument("--split", help="dataset split to score, e.g. test")
+    p.add_argument(
+        "--split",
+        help="dataset split to score (default: test when the dataset has one; the split used "
+        "is always printed)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     p.add_argument("--roi", type=_roi, help="crop x,y,w,h (default: a recording's roi.json)")
     p.add_argument("--threshold", type=_finite, help="override the sidecar's threshold")
@@ -202,6 +206,29 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         "--batch", type=_positive_int, default=256, help="embedding batch size (default 256)"
     )
     add_session_arguments(p)
+
+
+def choose_split(data: str, split: str | None) -> tuple[str | None, str]:
+    """The split eval scores, and how to say so. Without --split a dataset's *test* split is
+    scored when it has one: the loader's own default is train (right for training), and scoring
+    the training images reported figures that looked far better than the line will see."""
+    from edge_runtime.datasets import SPLITS, _is_recording, _split_parquet
+
+    if split is not None:
+        return split, f"split {split}"
+    p = Path(data)
+    if not p.exists():
+        return None, "split train (the default of a Hugging Face dataset; --split to choose)"
+    if p.is_file():
+        return None, "every row of the file"
+    if _is_recording(p):
+        return None, "recording (labels.csv)"
+    have = [s for s in SPLITS if (p / s).is_dir() or _split_parquet(p, s) is not None]
+    if "test" in have:
+        return "test", "split test (default: the dataset has one; --split to choose)"
+    if have:
+        return have[0], f"split {have[0]} (the only split; there is no test split)"
+    return None, "every labeled image in the folder (no train/test split)"
 
 
 def evaluate(
@@ -221,6 +248,7 @@ def evaluate(
     from edge_runtime.model import SessionOptions, load_model_dir
 
     model = load_model_dir(model_dir, SessionOptions(threads, spin))
+    split, split_note = choose_split(str(data), split)
     ds = load_labeled(data, split=split, spec=model.spec, roi=roi)
     inspector = Inspector(model, None, threshold, max_batch=batch)
     scores = inspector.score_patches(ds.images)
@@ -232,6 +260,7 @@ def evaluate(
         "model": str(model_dir),
         "data": ds.source,
         "split": split,
+        "split_note": split_note,
         "threshold_from": inspector.threshold_from,
         "skipped": [{"path": p, "reason": r} for p, r in ds.skipped],
         **figures,
@@ -244,7 +273,7 @@ def _fmt(v: float) -> str:
 
 def format_figures(f: dict) -> str:
     lines = [
-        f"twinspect eval: {f['data']} — {f['n']} images ({f['n_good']} good, "
+        f"twinspect eval: {f['data']} ({f['split_note']}) — {f['n']} images ({f['n_good']} good, "
         f"{f['n_defect']} defect), threshold {f['threshold']:.6g} ({f['threshold_from']})",
         f"  AUROC {_fmt(f['auroc'])}  accuracy {_fmt(f['accuracy'])}  F1 {_fmt(f['f1'])}  "
         f"escape rate {_fmt(f['escape_rate'])}  overkill rate {_fmt(f['overkill_rate'])}",
