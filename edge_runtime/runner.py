@@ -297,6 +297,24 @@ def resolve_roi(cfg_roi: Roi | None, sidecar_roi: Roi | None, source: Source) ->
     return cfg_roi or source.default_roi or sidecar_roi
 
 
+WHOLE_FRAME_FACTOR = 4  # frames this many times the model input (either side) need a ROI
+
+
+def whole_frame_warning(shape: tuple[int, ...], spec) -> str | None:
+    """A warning when whole frames, much larger than the model input, are about to be shrunk
+    to it: the part becomes a few pixels wide and every frame is judged NG, which looks like a
+    broken model rather than a missing --roi."""
+    h, w = shape[:2]
+    if h < WHOLE_FRAME_FACTOR * spec.height and w < WHOLE_FRAME_FACTOR * spec.width:
+        return None
+    return (
+        f"twinspect run: warning: frames are {w}×{h} and no ROI is set (no --roi, no roi.json, "
+        f"none in the sidecar), so each whole frame is shrunk to the model's "
+        f"{spec.width}×{spec.height}; give --roi x,y,w,h, or the recording folder (with its "
+        "roi.json) as --source"
+    )
+
+
 def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     """Inspect every frame of cfg.source; returns the summary (also printed to `log`).
 
@@ -323,6 +341,8 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     if source.live and cfg.fps:
         raise BadInput("--fps paces offline sources; a live source runs at its own rate")
     roi = resolve_roi(cfg.roi, model.sidecar.roi, source)
+    if cfg.roi is None and source.roi_note and roi == source.default_roi:
+        print(f"twinspect run: {source.roi_note}", file=sys.stderr, flush=True)
     inspector = Inspector(model, roi, cfg.threshold, cfg.batch, cfg.blank_std)
     # Locked before the file is read (resume), cut or truncated: one writer per results file.
     lock = ResultsLock(cfg.out) if cfg.out is not None else None
@@ -370,7 +390,17 @@ def _loop(cfg, source, inspector, writer, summary, stop, done) -> None:
     pace = 1.0 / cfg.fps if cfg.fps else 0.0
     next_t = time.monotonic()
 
+    check_whole_frame = inspector.roi is None
+
     def judge(frames: list[Frame]) -> None:
+        nonlocal check_whole_frame
+        if check_whole_frame:  # once, on the first decoded frame
+            first = next((f.image for f in frames if f.image is not None), None)
+            if first is not None:
+                check_whole_frame = False
+                warning = whole_frame_warning(first.shape, inspector.spec)
+                if warning:
+                    print(warning, file=sys.stderr, flush=True)
         if len(frames) == 1:
             js = [inspector.inspect(frames[0].image)]
         else:

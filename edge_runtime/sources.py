@@ -96,6 +96,9 @@ class Source:
     kind: str = ""
     live: bool = False
     default_roi: Roi | None = None
+    # Said once on stderr when default_roi is used: where it came from, when not obvious (a
+    # roi.json found beside a bare video file).
+    roi_note: str | None = None
 
     def events(
         self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
@@ -464,6 +467,18 @@ def _recording(
     return src
 
 
+def _roi_beside(src: Source, video: Path) -> Source:
+    """A recording's line.avi given alone still gets its recording's ROI: without it whole
+    frames are shrunk to the model input and every part is judged NG."""
+    if (video.parent / "roi.json").is_file():
+        src.default_roi = recording_roi(video.parent)
+        src.roi_note = (
+            f"using the ROI {src.default_roi.to_dict()} from {video.parent / 'roi.json'} "
+            f"beside {video.name} (--roi to override)"
+        )
+    return src
+
+
 def open_source(
     text: str,
     live: bool = False,
@@ -489,8 +504,9 @@ def open_source(
         if path.suffix.lower() in IMAGE_EXTS:
             return ImageFiles([path], str(path), "image")
         if live:
-            return LiveCapture(str(path), str(path), "video (live)", reconnect, open_timeout_s)
-        return VideoFile(path, open_timeout_s)
+            src = LiveCapture(str(path), str(path), "video (live)", reconnect, open_timeout_s)
+            return _roi_beside(src, path)
+        return _roi_beside(VideoFile(path, open_timeout_s), path)
     if text.isdigit():
         return LiveCapture(int(text), f"camera {text}", "camera", reconnect, open_timeout_s)
     if URL_RE.match(text):

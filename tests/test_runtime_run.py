@@ -421,7 +421,9 @@ def test_full_disk_keeps_whole_lines_prints_the_summary_and_exits_2(
 
 
 def test_out_on_dev_full_is_one_line_and_exit_2(untrained_model_dir, frames, capsys):
-    code = run("--model", untrained_model_dir, "--source", frames, "--out", "/dev/full")
+    code = run(
+        "--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", "/dev/full"
+    )
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "/dev/full" in err[0] and "No space" in err[0], err
@@ -521,3 +523,35 @@ def test_a_url_that_never_answers_gives_up_after_the_open_timeout(
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert silent_url in err[0] and f"no answer within {timeout or 5} s" in err[0], err
     assert "--open-timeout" in err[0]
+
+
+def _write_video(path: Path, n: int, fps: float = 30.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240), False)
+    for i in range(n):
+        w.write(frame_image(i))
+    w.release()
+    return path
+
+
+def test_bare_video_without_roi_warns_once_and_uses_a_roi_json_beside_it(
+    untrained_model_dir, tmp_path, capsys
+):
+    """Issue 11: replaying a recording's line.avi alone shrank whole 320×240 frames to the
+    model's 36×26 (every frame NG) without a word."""
+    video = _write_video(tmp_path / "rec" / "line.avi", 6)
+    base = ["--model", untrained_model_dir, "--source", video]
+    assert run(*base, "--out", tmp_path / "whole.jsonl") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning" in err[0] and "320×240" in err[0], err
+    assert "--roi" in err[0] and "recording folder" in err[0]
+    assert run(*base, "--roi", ROI, "--out", tmp_path / "roi.jsonl") == 0
+    assert capsys.readouterr().err == ""  # an explicit ROI: nothing to warn about
+    (video.parent / "roi.json").write_text(json.dumps(Roi.parse(ROI).to_dict()))
+    assert run(*base, "--out", tmp_path / "beside.jsonl") == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and str(video.parent / "roi.json") in err[0] and "--roi" in err[0], err
+    assert "ROI {'x': 106" in captured.out  # the summary names the ROI used
+    with_roi = [r["score"] for r in lines(tmp_path / "roi.jsonl")]
+    assert [r["score"] for r in lines(tmp_path / "beside.jsonl")] == with_roi
