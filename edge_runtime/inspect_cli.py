@@ -115,7 +115,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--live",
         action="store_true",
-        help="play a video file like a camera (grab thread, reconnect)",
+        help="play a video file like a camera: at its frame rate, newest frame only (a slow "
+        "inspector skips frames); the run ends at the end of the file",
     )
     p.add_argument(
         "--max-reconnects", type=int, default=10,

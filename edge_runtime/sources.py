@@ -8,7 +8,8 @@ Offline sources (files, folders) are read sequentially — no CAP_PROP_POS_FRAME
 unreliable for compressed video — and skip already-recorded frames without decoding them on resume.
 
 Live sources (camera, stream, or a video file with `live=True`, which plays it at its frame rate
-like a camera: the same code path, testable without hardware) are read by a grab thread that keeps
+like a camera and ends at its end: the same code path, testable without hardware) are read by a
+grab thread that keeps
 only the newest frame, because CAP_PROP_BUFFERSIZE is ignored by most backends and a stale queue
 means judging parts that already left the station. A dead camera is detected three ways — read()
 fails, read() "succeeds" with an empty or repeated frame (unplugged USB cameras do this), or no
@@ -247,6 +248,8 @@ class _Grabber(threading.Thread):
         self.latest: tuple[np.ndarray, float, float] | None = None
         self.seq = 0  # frames grabbed so far
         self.failed: str | None = None
+        self.ended = False  # a file played like a camera reached its end
+        self.end_at_eof = False
         self.abandoned = False
 
     def run(self) -> None:
@@ -259,6 +262,11 @@ class _Grabber(threading.Thread):
                     time.sleep(max(0.0, next_t - time.monotonic()))
                 ok, image = self.cap.read()
                 ts, mono = time.time(), time.monotonic()
+                if not ok and self.end_at_eof:
+                    with self.cond:
+                        self.ended = True
+                        self.cond.notify_all()
+                    return
                 if not ok or image is None or image.size == 0:
                     self._fail("the camera stopped delivering frames" if not ok else "empty frame")
                     return
@@ -310,6 +318,7 @@ class LiveCapture(Source):
         open_timeout_s: float = OPEN_TIMEOUT_S,
         read_timeout_s: float = READ_TIMEOUT_S,
         stale_repeats: int = 50,
+        end_at_eof: bool | None = None,
     ) -> None:
         self.target = target
         self.name = name
@@ -319,6 +328,10 @@ class LiveCapture(Source):
         self.read_timeout_s = read_timeout_s
         self.stale_repeats = stale_repeats
         self._paced = isinstance(target, str) and Path(target).is_file()
+        # A file ends: by default its end ends the run (reopening it replayed the same frames
+        # forever, one outage record per loop). end_at_eof=False keeps the camera behaviour, so
+        # a file can stand in for a camera that drops, to exercise reconnects.
+        self.end_at_eof = self._paced if end_at_eof is None else end_at_eof
         self._cond = threading.Condition()
         self._grabber: _Grabber | None = None
         self._stopping: list[_Grabber] = []  # abandoned grab threads, joined on close()
@@ -334,6 +347,7 @@ class LiveCapture(Source):
         self.fps = _fps(cap) or self.fps
         pace = (self.fps or 30.0) if self._paced else 0.0
         self._grabber = _Grabber(cap, self._cond, pace, self.stale_repeats)
+        self._grabber.end_at_eof = self.end_at_eof
         self._grabber.start()
         return True
 
@@ -374,9 +388,9 @@ class LiveCapture(Source):
             while not stop():
                 g = self._grabber
                 with self._cond:
-                    if g.seq == last_seq and not g.failed:
+                    if g.seq == last_seq and not g.failed and not g.ended:
                         self._cond.wait(timeout=0.1)
-                    seq, latest, failed = g.seq, g.latest, g.failed
+                    seq, latest, failed, ended = g.seq, g.latest, g.failed, g.ended
                 if seq != last_seq and latest is not None:
                     last_seq = seq
                     image, ts, mono = latest
@@ -384,6 +398,8 @@ class LiveCapture(Source):
                     yield Frame(index, self.name, image, ts, mono)
                     index += 1
                     continue
+                if ended:  # the newest frame is judged (above) before the end is taken
+                    return
                 silent = time.monotonic() - last_mono
                 if failed is None and silent < self.read_timeout_s:
                     continue

@@ -167,20 +167,25 @@ def test_show_on_a_headless_build_is_one_clear_line(untrained_model_dir, frames,
     assert code == 2 and "--show needs" in err and len(err.splitlines()) == 1
 
 
-def test_live_video_path_via_cli(untrained_model_dir, tmp_path):
-    video = tmp_path / "cam.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 60, (320, 240), False)
-    for i in range(5):
-        w.write(frame_image(i))
-    w.release()
+def test_live_on_a_video_file_stops_at_its_end(untrained_model_dir, tmp_path):
+    """Issue 11: `--live` on a file looped forever (end of file = a camera outage, reopened
+    from the start). A file played like a camera now ends the run at its end: exit 0, no
+    outage records. In a subprocess, so the old behaviour fails by timeout instead of hanging."""
+    video = _write_video(tmp_path / "cam.avi", 5, fps=60)
     out = tmp_path / "r.jsonl"
-    args = ["--model", untrained_model_dir, "--source", video, "--roi", ROI, "--out", out]
-    assert run(*args, "--live", "--max-frames", 8, "--reconnect-wait", 0.05) == 0
+    proc = _spawn(untrained_model_dir, video, out, "--live", "--reconnect-wait", 0.05)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr
     recs = lines(out)
-    frames_ = [r for r in recs if r["event"] == "frame"]
-    outages = [r for r in recs if r["event"] == "outage"]
-    assert [r["frame"] for r in frames_] == list(range(8))
-    assert outages and outages[0]["recovered"] and outages[0]["frames_missed"] >= 0
+    assert recs and all(r["event"] == "frame" for r in recs)  # no outage at the end of a file
+    assert [r["frame"] for r in recs] == list(range(len(recs))) and len(recs) <= 5
+    assert "outages" not in stdout and f"frames {len(recs)}:" in stdout
+    args = ["--model", untrained_model_dir, "--source", video, "--out", out]
     assert run(*args, "--live", "--batch", 4, "--overwrite") == 2
 
 
