@@ -100,6 +100,16 @@ def parity_images(images: np.ndarray, n: int = MIN_PARITY_IMAGES) -> np.ndarray:
     return np.concatenate(out)[: max(n, len(images))]
 
 
+def parity_counts(parity: dict) -> str:
+    """'720 validation images', or '256 images compared (64 validation + 192 shifted copies)'
+    — a small validation set is topped up, and saying only 256 suggested 256 real images."""
+    n, copies = parity.get("images", 0), parity.get("shifted_copies", 0)
+    if not copies:
+        return f"{n} validation images"
+    n_val = parity.get("validation_images")
+    return f"{n} images compared ({n_val} validation + {copies} shifted copies)"
+
+
 def _ort_session(onnx_bytes: bytes):
     import onnxruntime as ort
 
@@ -154,8 +164,11 @@ def export_run(
     s_keras = distances(keras_emb, reference, metric)
     s_ort = distances(ort_emb, reference, metric)
     disagree = int(np.sum((s_keras > threshold) != (s_ort > threshold)))
+    n_val = len(val["images"])
     sidecar.parity = {
-        "images": len(images),
+        "images": len(images),  # compared: the validation images, topped up to 256 if fewer
+        "validation_images": min(n_val, len(images)),
+        "shifted_copies": max(0, len(images) - n_val),
         "max_abs_diff": max_abs,
         "max_score_diff": float(np.max(np.abs(s_keras - s_ort))),
         "verdict_disagreements": disagree,
@@ -164,7 +177,7 @@ def export_run(
         "opset": opset,
     }
     log(
-        f"export: parity on {len(images)} images: max |Keras − ONNX| = {max_abs:.2e} "
+        f"export: parity on {parity_counts(sidecar.parity)}: max |Keras − ONNX| = {max_abs:.2e} "
         f"(limit {PARITY_TOLERANCE:.0e}), verdict disagreements = {disagree}"
     )
     if not (max_abs <= PARITY_TOLERANCE) or disagree:

@@ -193,3 +193,15 @@ def test_exported_files_follow_the_umask(untrained_run, tmp_path, umask, mode):
         os.umask(old)
     for name in ("model.onnx", "model.json"):
         assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == mode, name
+
+
+def test_parity_reports_the_images_it_compared(untrained_run, tmp_path, capsys):
+    """Issue 11: 'parity: 256 images' when validation held 64 — the other 192 are shifted,
+    dimmed copies made to reach 256. Both counts are now said, and kept in the sidecar."""
+    out = tmp_path / "m"
+    assert main(["export", "--run", str(untrained_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity: 256 images compared (64 validation + 192 shifted copies)" in printed
+    parity = json.loads((out / "model.json").read_text())["parity"]
+    assert parity["images"] == 256 and parity["validation_images"] == 64
+    assert parity["shifted_copies"] == 192
