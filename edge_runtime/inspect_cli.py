@@ -181,9 +181,15 @@ RUN = Verb(
   twinspect run --model models/default --source 'rtsp://cam1/stream' --csv --out shift.csv
   twinspect run --model models/default --source shift.avi --batch 64 --out replay.jsonl
   twinspect run --model models/default --source 0 --out shift.jsonl --resume
+  twinspect run --model models/default --source http://cam1/stream.mjpg --open-timeout 10 \\
+      --fsync every --out shift.jsonl
+
+OUT.run.json beside the results keeps the source, model SHA-256, threshold and ROI; --resume
+refuses others (--force to mix). One run writes a results file at a time.
 
 exit codes: 0 done (also after SIGINT/SIGTERM), 1 camera lost beyond --max-reconnects,
-            2 bad arguments, source or model""",
+            2 bad arguments, source or model; --out in use by another run; a --resume that
+              does not match; a write to --out that failed (disk full), after the summary""",
 )
 
 
@@ -321,7 +327,7 @@ EVAL = Verb(
     add_arguments=_eval_arguments,
     run=_eval,
     epilog="""examples:
-  twinspect eval --model models/default --data data/line --split test --json eval-test.json
+  twinspect eval --model models/default --data data/line --json eval-test.json  # test split
   twinspect eval --model models/default --data data/line/recording
   twinspect eval --model models/default --data parts.parquet""",
 )
