@@ -28,7 +28,8 @@ down a thread that is inside OpenCV's FFmpeg read(). At exit Python ends daemon 
 forced unwind, and a C++ `catch (...)` in the reader swallows it, which aborts the whole process
 ("FATAL: exception not rethrown", exit 134) — after SIGTERM on a live HTTP stream, losing the exit
 code the line's supervisor relies on. read() returns within the FFmpeg read timeout, so the join
-is bounded.
+is bounded. A caller that never closes its source is covered too: at interpreter exit, before
+Python waits for non-daemon threads, every grab thread is told to stop after its current read.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +237,20 @@ class VideoFile(Source):
             cap.release()
 
 
+_grabbers: weakref.WeakSet[_Grabber] = weakref.WeakSet()
+
+
+def _stop_grabbers_at_exit() -> None:
+    """Runs when the interpreter starts to exit, before it joins non-daemon threads: without
+    it, a grab thread of a source nobody closed would keep the process alive for good."""
+    for g in list(_grabbers):
+        g.abandoned = True
+
+
+# The hook concurrent.futures uses for the same reason; atexit would run after the join.
+threading._register_atexit(_stop_grabbers_at_exit)
+
+
 class _Grabber(threading.Thread):
     """Reads one capture as fast as it delivers and keeps only the newest frame."""
 
@@ -251,6 +267,7 @@ class _Grabber(threading.Thread):
         self.ended = False  # a file played like a camera reached its end
         self.end_at_eof = False
         self.abandoned = False
+        _grabbers.add(self)
 
     def run(self) -> None:
         repeats, last_sig = 0, b""

@@ -560,3 +560,25 @@ def test_bare_video_without_roi_warns_once_and_uses_a_roi_json_beside_it(
     assert "ROI {'x': 106" in captured.out  # the summary names the ROI used
     with_roi = [r["score"] for r in lines(tmp_path / "roi.jsonl")]
     assert [r["score"] for r in lines(tmp_path / "beside.jsonl")] == with_roi
+
+
+def test_a_library_caller_that_never_closes_a_stream_still_exits_cleanly(mjpeg_url):
+    """A script that takes frames from a live stream and exits without close(): the grab
+    thread is stopped at interpreter exit (no abort, no hang waiting for it)."""
+    code = (
+        "import sys\n"
+        "from edge_runtime.sources import open_source\n"
+        f"events = open_source({mjpeg_url!r}).events()\n"
+        "frame = next(events)\n"
+        "print(frame.image.shape)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0 and "(240, 320, 3)" in stdout, stderr
