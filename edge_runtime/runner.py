@@ -346,6 +346,7 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     inspector = Inspector(model, roi, cfg.threshold, cfg.batch, cfg.blank_std)
     # Locked before the file is read (resume), cut or truncated: one writer per results file.
     lock = ResultsLock(cfg.out) if cfg.out is not None else None
+    writer: RecordWriter | None = None
     try:
         ident = _identity(cfg, model, inspector)
         done, forced = _prepare_output(cfg, ident)
@@ -353,6 +354,8 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         if cfg.out is not None:
             write_state(cfg.out, ident, cfg.resume, forced)
     except BaseException:
+        if writer is not None:
+            writer.close()
         if lock is not None:
             lock.release()
         raise
@@ -376,12 +379,14 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         summary.stopped_by = stop.reason
         summary.seconds = time.monotonic() - t0
         source.close()
-        writer.close()
-        if lock is not None:
-            lock.release()
-        if cfg.show:
-            cv2.destroyAllWindows()
-        print(summary.text(), file=log, flush=True)
+        try:
+            writer.close()  # may fail to fsync the last records: still unlock and summarize
+        finally:
+            if lock is not None:
+                lock.release()
+            if cfg.show:
+                cv2.destroyAllWindows()
+            print(summary.text(), file=log, flush=True)
     return summary
 
 
