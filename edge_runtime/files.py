@@ -1,5 +1,10 @@
 """Writing files so that a crash never leaves a half-written one where a reader expects a whole
-one: stage beside the target (same filesystem), fsync, then os.replace."""
+one: stage beside the target (same filesystem), fsync, then os.replace.
+
+Staged files get the mode open() would give a new file, 0666 & ~umask. tempfile.mkstemp creates
+them 0600 (right for secrets, wrong here), and os.replace keeps that mode: a model exported by
+one user could not be read by the line's service account, nor results by a shared group.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +25,27 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc/self/status);
+    elsewhere set and restored at once (the only portable way)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def stage_bytes(path: Path, data: bytes) -> Path:
     """Write `data` fully (fsynced) to a temporary name beside `path`; the caller renames it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # as open() would; see module doc
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    v = _finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
 def _finite(text: str) -> float:
     try:
         v = float(text)
@@ -80,9 +87,23 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         "--batch", type=_positive_int, default=1, help="offline sources: embed N frames at a time"
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue --out: skip frames it already holds"
-    )
+        "--resume", action="store_true",
+        help="continue --out: skip frames it already holds. Refused (exit 2) when the source, "
+        "model, threshold or ROI differ from those in OUT.run.json",
+    )  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true",
+        help="with --resume: continue even so (OUT.run.json then says the file mixes runs)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--fsync", choices=["every", "batch", "off"], default="batch",
+        help="when records are forced to disk. Every record is in the file as soon as it is "
+        "decided, so a crash of twinspect loses nothing; this is about a power cut. every: "
+        "fsync each record (nothing lost, but a disk flush per part); batch (default): every "
+        "100 records or 1 s, whichever first (at most that lost); off: the OS decides "
+        "(typically up to 30 s lost)",
+    )  # fmt: skip
     p.add_argument(
         "--save-ng", type=Path, metavar="DIR", help="save each NG crop and annotated frame here"
     )
@@ -94,7 +115,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--live",
         action="store_true",
-        help="play a video file like a camera (grab thread, reconnect)",
+        help="play a video file like a camera: at its frame rate, newest frame only (a slow "
+        "inspector skips frames); the run ends at the end of the file",
     )
     p.add_argument(
         "--max-reconnects", type=int, default=10,
@@ -103,6 +125,11 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reconnect-wait", type=float, default=0.5, metavar="S",
         help="first reconnect wait in seconds, doubling up to 10 s (default 0.5)",
+    )  # fmt: skip
+    p.add_argument(
+        "--open-timeout", type=_positive_float, default=5.0, metavar="S",
+        help="seconds to wait for a camera or stream to open (and reopen) before giving up "
+        "(default 5). A live source silent for 5 s counts as an outage",
     )  # fmt: skip
     p.add_argument("--max-frames", type=_positive_int, help="stop after N frames")
     p.add_argument(
@@ -125,7 +152,9 @@ def _run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         batch=args.batch,
         resume=args.resume,
+        force=args.force,
         overwrite=args.overwrite,
+        fsync=args.fsync,
         save_ng=args.save_ng,
         show=args.show,
         threads=args.threads,
@@ -133,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         live=args.live,
         max_reconnects=args.max_reconnects,
         reconnect_wait_s=args.reconnect_wait,
+        open_timeout_s=args.open_timeout,
         max_frames=args.max_frames,
         fps=args.fps,
     )
@@ -151,9 +181,15 @@ RUN = Verb(
   twinspect run --model models/default --source 'rtsp://cam1/stream' --csv --out shift.csv
   twinspect run --model models/default --source shift.avi --batch 64 --out replay.jsonl
   twinspect run --model models/default --source 0 --out shift.jsonl --resume
+  twinspect run --model models/default --source http://cam1/stream.mjpg --open-timeout 10 \\
+      --fsync every --out shift.jsonl
+
+OUT.run.json beside the results keeps the source, model SHA-256, threshold and ROI; --resume
+refuses others (--force to mix). One run writes a results file at a time.
 
 exit codes: 0 done (also after SIGINT/SIGTERM), 1 camera lost beyond --max-reconnects,
-            2 bad arguments, source or model""",
+            2 bad arguments, source or model; --out in use by another run; a --resume that
+              does not match; a write to --out that failed (disk full), after the summary""",
 )
 
 
@@ -165,7 +201,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", required=True, help="folder dataset, parquet file, or recording with labels.csv"
     )
-    p.add_argument("--split", help="dataset split to score, e.g. test")
+    p.add_argument(
+        "--split",
+        help="dataset split to score (default: test when the dataset has one; the split used "
+        "is always printed)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     p.add_argument("--roi", type=_roi, help="crop x,y,w,h (default: a recording's roi.json)")
     p.add_argument("--threshold", type=_finite, help="override the sidecar's threshold")
@@ -173,6 +213,29 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         "--batch", type=_positive_int, default=256, help="embedding batch size (default 256)"
     )
     add_session_arguments(p)
+
+
+def choose_split(data: str, split: str | None) -> tuple[str | None, str]:
+    """The split eval scores, and how to say so. Without --split a dataset's *test* split is
+    scored when it has one: the loader's own default is train (right for training), and scoring
+    the training images reported figures that looked far better than the line will see."""
+    from edge_runtime.datasets import SPLITS, _is_recording, _split_parquet
+
+    if split is not None:
+        return split, f"split {split}"
+    p = Path(data)
+    if not p.exists():
+        return None, "split train (the default of a Hugging Face dataset; --split to choose)"
+    if p.is_file():
+        return None, "every row of the file"
+    if _is_recording(p):
+        return None, "recording (labels.csv)"
+    have = [s for s in SPLITS if (p / s).is_dir() or _split_parquet(p, s) is not None]
+    if "test" in have:
+        return "test", "split test (default: the dataset has one; --split to choose)"
+    if have:
+        return have[0], f"split {have[0]} (the only split; there is no test split)"
+    return None, "every labeled image in the folder (no train/test split)"
 
 
 def evaluate(
@@ -192,6 +255,7 @@ def evaluate(
     from edge_runtime.model import SessionOptions, load_model_dir
 
     model = load_model_dir(model_dir, SessionOptions(threads, spin))
+    split, split_note = choose_split(str(data), split)
     ds = load_labeled(data, split=split, spec=model.spec, roi=roi)
     inspector = Inspector(model, None, threshold, max_batch=batch)
     scores = inspector.score_patches(ds.images)
@@ -203,6 +267,7 @@ def evaluate(
         "model": str(model_dir),
         "data": ds.source,
         "split": split,
+        "split_note": split_note,
         "threshold_from": inspector.threshold_from,
         "skipped": [{"path": p, "reason": r} for p, r in ds.skipped],
         **figures,
@@ -215,7 +280,7 @@ def _fmt(v: float) -> str:
 
 def format_figures(f: dict) -> str:
     lines = [
-        f"twinspect eval: {f['data']} — {f['n']} images ({f['n_good']} good, "
+        f"twinspect eval: {f['data']} ({f['split_note']}) — {f['n']} images ({f['n_good']} good, "
         f"{f['n_defect']} defect), threshold {f['threshold']:.6g} ({f['threshold_from']})",
         f"  AUROC {_fmt(f['auroc'])}  accuracy {_fmt(f['accuracy'])}  F1 {_fmt(f['f1'])}  "
         f"escape rate {_fmt(f['escape_rate'])}  overkill rate {_fmt(f['overkill_rate'])}",
@@ -262,7 +327,7 @@ EVAL = Verb(
     add_arguments=_eval_arguments,
     run=_eval,
     epilog="""examples:
-  twinspect eval --model models/default --data data/line --split test --json eval-test.json
+  twinspect eval --model models/default --data data/line --json eval-test.json  # test split
   twinspect eval --model models/default --data data/line/recording
   twinspect eval --model models/default --data parts.parquet""",
 )

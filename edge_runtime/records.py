@@ -4,19 +4,35 @@ JSONL by default (one object per line), CSV on request. Each record is written w
 write() and flushed, so after a kill -9 every earlier record is on disk and at most the line being
 written is torn. `--resume` reads what an earlier run recorded, cuts a torn last line, and skips
 those frames.
+
+What made a results file is kept beside it, in `<file>.run.json`: the source, the model's
+SHA-256, the threshold, the ROI and the format. `--resume` compares them with the run about to
+continue it and refuses a difference (unless --force): frames are skipped by index, so a resume
+with another source would skip frames it never judged, and another model or threshold would mix
+two sets of verdicts in one file without a trace.
+
+One writer per results file: a run holds an exclusive flock on the file for its whole life, taken
+before anything is read, cut or truncated, so a second run on the same --out (by mistake, or a
+supervisor restarting a run that is still alive) is refused instead of interleaving or truncating
+records under the first.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 from edge_runtime.errors import BadInput
+from edge_runtime.files import atomic_write_bytes
 from edge_runtime.inspector import Judgement
 from edge_runtime.sources import Frame, Outage
 
@@ -105,30 +121,126 @@ def _csv_row(rec: dict) -> dict:
     return row
 
 
-class RecordWriter:
-    """Writes records to a file (or stdout), one flushed write per record."""
+FSYNC_MODES = ("every", "batch", "off")
 
-    def __init__(self, path: Path | None, fmt: str = "jsonl", append: bool = False) -> None:
+
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """When records are forced from the page cache to the disk with fsync().
+
+    A record is in the file as soon as write() returns, so a killed or crashed process never
+    loses one; fsync only matters when the machine loses power or the kernel dies. `every`
+    loses nothing then but costs a disk flush per part (milliseconds on an SD card or a busy
+    disk, which the line feels); `batch` (default) flushes every `records` records or once
+    `seconds` have passed since the last flush, whichever comes first, so a power cut loses at
+    most that much; `off` leaves it to the OS (typically up to 30 s of records on a power cut).
+    """
+
+    mode: str = "batch"
+    records: int = 100
+    seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in FSYNC_MODES:
+            raise BadInput(f"--fsync {self.mode!r}: expected one of {', '.join(FSYNC_MODES)}")
+
+    def due(self, pending: int, seconds_since: float) -> bool:
+        """Whether to fsync now, with `pending` records written since the last fsync."""
+        if self.mode == "off" or pending == 0:
+            return False
+        return self.mode == "every" or pending >= self.records or seconds_since >= self.seconds
+
+
+class ResultsWriteError(BadInput):
+    """Writing a record failed (disk full, I/O error, file size limit). Exit 2: the file holds
+    every record before it, whole; the run stops, as nothing more could be kept."""
+
+
+class RecordWriter:
+    """Writes records to a file (or stdout), each as one whole line with one write().
+
+    A file is written through its descriptor, unbuffered: a record is in the file (the page
+    cache) when write() returns, and a write that fails part-way — a full disk, EIO, a file size
+    limit — is cut back to the last complete line, so the file never ends in a torn record.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        fmt: str = "jsonl",
+        append: bool = False,
+        fsync: FsyncPolicy | None = None,
+    ) -> None:
         self.path = path
         self.fmt = fmt
         self.count = 0
-        if path is None:
-            self._f: IO[str] = sys.stdout
-            self._own = False
-        else:
+        self.fsync = fsync or FsyncPolicy()
+        self.fsyncs = 0  # how many times the file was forced to disk
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
+        self._fd: int | None = None
+        self._good = 0  # file size after the last complete record
+        if path is not None:
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(path, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
+                self._fd = os.open(path, flags, 0o666)  # 0666 & ~umask, like open()
+                self._good = os.lseek(self._fd, 0, os.SEEK_END)
             except OSError as e:
+                if self._fd is not None:
+                    os.close(self._fd)
                 raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
-            self._own = True
-        fresh = path is None or not append or path.stat().st_size == 0
-        if fmt == "csv" and fresh:
+        if fmt == "csv" and self._good == 0:
             self._write(",".join(CSV_FIELDS) + "\r\n")
 
     def _write(self, text: str) -> None:
-        self._f.write(text)
-        self._f.flush()
+        if self._fd is None:
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise ResultsWriteError(f"stdout: cannot write ({e.strerror or e})") from None
+            return
+        data = text.encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (a filling disk, a signal)
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            self._cut_back()
+            raise ResultsWriteError(
+                f"--out {self.path}: cannot write ({e.strerror or e}); "
+                f"{self.count} records written this run are kept, whole"
+            ) from None
+        self._good += len(data)
+        self._unsynced += 1
+        if self.fsync.due(self._unsynced, time.monotonic() - self._synced_at):
+            self._sync()
+
+    def _sync(self) -> None:
+        """fsync the file; a failure means records may not be on the disk: stop, exit 2."""
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EROFS):  # a device or pipe: nothing to force
+                return
+            raise ResultsWriteError(
+                f"--out {self.path}: cannot force records to disk ({e.strerror or e})"
+            ) from None
+        self.fsyncs += 1
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
+
+    def _cut_back(self) -> None:
+        """Truncate a partly written record (devices and pipes cannot be truncated: nothing
+        of a failed write reached them that could be removed)."""
+        try:
+            os.ftruncate(self._fd, self._good)
+            os.lseek(self._fd, self._good, os.SEEK_SET)
+        except OSError:
+            pass
 
     def write(self, rec: dict) -> None:
         if self.fmt == "csv":
@@ -140,8 +252,168 @@ class RecordWriter:
         self.count += 1
 
     def close(self) -> None:
-        if self._own:
-            self._f.close()
+        """Force what is left to disk (unless --fsync off) and close; safe to call twice."""
+        if self._fd is not None:
+            try:
+                if self.fsync.mode != "off" and self._unsynced:
+                    self._sync()
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+STATE_SUFFIX = ".run.json"
+
+
+def state_path(out: Path) -> Path:
+    """`results.jsonl` → `results.jsonl.run.json`, beside it."""
+    return out.with_name(out.name + STATE_SUFFIX)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What decides a results file's verdicts; a resume must match it (see the module doc)."""
+
+    source: str  # as given on the command line
+    source_resolved: str  # absolute path for files and folders, else as given
+    model_dir: str
+    model_sha256: str
+    threshold: float
+    threshold_from: str
+    roi: dict | None
+    format: str
+
+    def differences(self, recorded: dict) -> list[str]:
+        """What differs from a recorded identity, each as 'name now (was then)'."""
+        out = []
+        for key, name in (
+            ("source_resolved", "source"),
+            ("model_sha256", "model sha256"),
+            ("threshold", "threshold"),
+            ("roi", "roi"),
+        ):
+            now, then = getattr(self, key), recorded.get(key)
+            if now != then:
+                if key == "model_sha256":
+                    now, then = f"{now[:12]}… ({self.model_dir})", f"{str(then)[:12]}…"
+                    then += f" ({recorded.get('model_dir')})"
+                out.append(f"{name} {now} (was {then})")
+        return out
+
+
+def check_resume(out: Path, ident: RunIdentity, force: bool) -> list[str]:
+    """Refuse (BadInput) to resume `out` with a run that differs from the one that made it;
+    with `force`, return the differences so the state file can say the file mixes runs."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return []  # nothing recorded yet: a fresh start
+    sp = state_path(out)
+    try:
+        recorded = json.loads(sp.read_text())
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        if force:
+            return [f"unknown ({sp.name} missing)"]
+        raise BadInput(
+            f"--resume {out}: {sp} is missing, so nothing says which source, model and "
+            "threshold made these results; --force to resume anyway"
+        ) from None
+    except (OSError, ValueError) as e:
+        if force:
+            return [f"unknown ({sp.name} unreadable)"]
+        raise BadInput(
+            f"--resume {out}: {sp} is not readable ({e}); --force to resume anyway"
+        ) from None
+    if recorded.get("format") != ident.format:
+        raise BadInput(
+            f"--resume {out}: the file holds {recorded.get('format')} records, this run writes "
+            f"{ident.format}; one file cannot mix formats (check --csv)"
+        )
+    diffs = ident.differences(recorded)
+    if diffs and not force:
+        raise BadInput(
+            f"--resume {out}: recorded with a different " + "; ".join(diffs) + ". Resume with "
+            "the same ones, write a new --out, or --force to mix both runs in one file"
+        )
+    return diffs
+
+
+def write_state(out: Path, ident: RunIdentity, resumed: bool, forced: list[str]) -> None:
+    """Write `<out>.run.json` (atomically) for a fresh run, or add this resume to it. Only for
+    regular files: a device or pipe as --out has nothing to resume."""
+    if not out.is_file():
+        return
+    sp = state_path(out)
+    state: dict = {}
+    if resumed:
+        try:
+            state = json.loads(sp.read_text())
+        except (OSError, ValueError):
+            state = {}
+    if not isinstance(state, dict) or not state:
+        state = {**asdict(ident), "results": out.name, "started": _now(), "resumes": []}
+    if resumed:
+        state.setdefault("resumes", []).append({"started": _now(), "forced": forced})
+    try:
+        atomic_write_bytes(sp, (json.dumps(state, indent=1) + "\n").encode())
+    except OSError as e:
+        raise BadInput(f"{sp}: cannot write the run's state ({e.strerror or e})") from None
+
+
+def _lock_holder(fd: int) -> int | None:
+    """The pid holding a flock on fd's file, from /proc/locks (Linux); None when unknown."""
+    st = os.fstat(fd)
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 6 or f[1] != "FLOCK":  # "1: -> FLOCK …" is a waiter, not the holder
+            continue
+        dev_ino = f[5].split(":")
+        if len(dev_ino) == 3 and dev_ino[2] == str(st.st_ino) and f[4].isdigit():
+            major, minor = int(dev_ino[0], 16), int(dev_ino[1], 16)
+            if (major, minor) == (os.major(st.st_dev), os.minor(st.st_dev)):
+                return int(f[4])
+    return None
+
+
+class ResultsLock:
+    """An exclusive, non-blocking flock on the results file itself, held until release().
+
+    On the file rather than a lock file beside it: nothing is left behind to clean up, and the
+    lock goes with the process, so a run killed with -9 never blocks the next one. Refuses with
+    BadInput (exit 2) naming the file and, where /proc/locks tells, the other process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = _lock_holder(self._fd)
+            self.release()
+            who = f"another process (pid {pid})" if pid else "another process"
+            raise BadInput(
+                f"--out {path}: already being written by {who}; wait for that run to end, "
+                "stop it, or choose another --out"
+            ) from None
+
+    def release(self) -> None:
+        """Drop the lock; safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _cut_torn_tail(path: Path) -> int:

@@ -27,8 +27,26 @@ from edge_runtime.inspector import BLANK_STD, Inspector, Judgement
 from edge_runtime.model import SessionOptions, load_model_dir
 from edge_runtime.overlay import draw, to_bgr
 from edge_runtime.preprocess import Roi, crop
-from edge_runtime.records import RecordWriter, frame_record, outage_record, recorded_frames
-from edge_runtime.sources import Frame, Outage, Reconnect, Source, open_source
+from edge_runtime.records import (
+    FsyncPolicy,
+    RecordWriter,
+    ResultsLock,
+    ResultsWriteError,
+    RunIdentity,
+    check_resume,
+    frame_record,
+    outage_record,
+    recorded_frames,
+    write_state,
+)
+from edge_runtime.sources import (
+    OPEN_TIMEOUT_S,
+    Frame,
+    Outage,
+    Reconnect,
+    Source,
+    open_source,
+)
 
 WINDOW = "twinspect"
 
@@ -43,13 +61,16 @@ class RunConfig:
     threshold: float | None = None  # None: the sidecar's
     batch: int = 1
     resume: bool = False
+    force: bool = False  # resume even if source/model/threshold/ROI differ from the recorded run
     overwrite: bool = False
+    fsync: str = "batch"  # every | batch | off: see records.FsyncPolicy
     save_ng: Path | None = None
     show: bool = False
     threads: int = 1
     spin: bool = False
     live: bool = False  # play a video file like a camera
     max_reconnects: int = 10
+    open_timeout_s: float = OPEN_TIMEOUT_S  # opening (and reopening) a camera or stream
     reconnect_wait_s: float = 0.5
     max_frames: int | None = None
     fps: float | None = None  # pace an offline source like a line
@@ -240,24 +261,58 @@ def save_ng(folder: Path, frame: Frame, roi: Roi | None, j: Judgement, threshold
     return {"saved_crop": str(crop_path), "saved_frame": str(full_path)}
 
 
-def _prepare_output(cfg: RunConfig) -> tuple[frozenset[int], int]:
+def _identity(cfg: RunConfig, model, inspector: Inspector) -> RunIdentity:
+    src = Path(cfg.source)
+    return RunIdentity(
+        source=cfg.source,
+        source_resolved=str(src.resolve()) if src.exists() else cfg.source,
+        model_dir=str(cfg.model_dir),
+        model_sha256=model.sidecar.model_sha256,
+        threshold=inspector.threshold,
+        threshold_from=inspector.threshold_from,
+        roi=inspector.roi.to_dict() if inspector.roi else None,
+        format=cfg.fmt,
+    )
+
+
+def _prepare_output(cfg: RunConfig, ident: RunIdentity) -> tuple[frozenset[int], list[str]]:
+    """Frames already recorded (resume) and the differences a forced resume accepted."""
     if cfg.out is None:
         if cfg.resume:
             raise BadInput("--resume needs --out FILE (the results of the run to continue)")
-        return frozenset(), 0
+        return frozenset(), []
     if cfg.resume:
-        return recorded_frames(cfg.out, cfg.fmt)
+        forced = check_resume(cfg.out, ident, cfg.force)  # before anything is cut
+        return recorded_frames(cfg.out, cfg.fmt)[0], forced
     if cfg.out.exists() and cfg.out.stat().st_size > 0 and not cfg.overwrite:
         raise BadInput(
             f"--out {cfg.out} already holds results; --resume to continue it, "
             "--overwrite to replace it"
         )
-    return frozenset(), 0
+    return frozenset(), []
 
 
 def resolve_roi(cfg_roi: Roi | None, sidecar_roi: Roi | None, source: Source) -> Roi | None:
     """--roi beats the recording's roi.json, which beats the sidecar's ROI."""
     return cfg_roi or source.default_roi or sidecar_roi
+
+
+WHOLE_FRAME_FACTOR = 4  # frames this many times the model input (either side) need a ROI
+
+
+def whole_frame_warning(shape: tuple[int, ...], spec) -> str | None:
+    """A warning when whole frames, much larger than the model input, are about to be shrunk
+    to it: the part becomes a few pixels wide and every frame is judged NG, which looks like a
+    broken model rather than a missing --roi."""
+    h, w = shape[:2]
+    if h < WHOLE_FRAME_FACTOR * spec.height and w < WHOLE_FRAME_FACTOR * spec.width:
+        return None
+    return (
+        f"twinspect run: warning: frames are {w}×{h} and no ROI is set (no --roi, no roi.json, "
+        f"none in the sidecar), so each whole frame is shrunk to the model's "
+        f"{spec.width}×{spec.height}; give --roi x,y,w,h, or the recording folder (with its "
+        "roi.json) as --source"
+    )
 
 
 def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
@@ -279,14 +334,31 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         reconnect=Reconnect(
             cfg.max_reconnects, cfg.reconnect_wait_s, max(cfg.reconnect_wait_s, 10.0)
         ),
+        open_timeout_s=cfg.open_timeout_s,
     )
     if source.live and cfg.batch > 1:
         raise BadInput("--batch is for offline sources; a live camera is judged frame by frame")
     if source.live and cfg.fps:
         raise BadInput("--fps paces offline sources; a live source runs at its own rate")
     roi = resolve_roi(cfg.roi, model.sidecar.roi, source)
+    if cfg.roi is None and source.roi_note and roi == source.default_roi:
+        print(f"twinspect run: {source.roi_note}", file=sys.stderr, flush=True)
     inspector = Inspector(model, roi, cfg.threshold, cfg.batch, cfg.blank_std)
-    done, _torn = _prepare_output(cfg)
+    # Locked before the file is read (resume), cut or truncated: one writer per results file.
+    lock = ResultsLock(cfg.out) if cfg.out is not None else None
+    writer: RecordWriter | None = None
+    try:
+        ident = _identity(cfg, model, inspector)
+        done, forced = _prepare_output(cfg, ident)
+        writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume, fsync=FsyncPolicy(cfg.fsync))
+        if cfg.out is not None:
+            write_state(cfg.out, ident, cfg.resume, forced)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        if lock is not None:
+            lock.release()
+        raise
     log = log or (sys.stderr if cfg.out is None else sys.stdout)
     summary = Summary(
         source=source.describe() + (f", ROI {roi.to_dict()}" if roi else ", whole frame"),
@@ -295,20 +367,26 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
         resumed_skipped=len(done),
         resume_note=cfg.resume,
     )
-    writer = RecordWriter(cfg.out, cfg.fmt, append=cfg.resume)
     stop = _Stop()
     t0 = time.monotonic()
     try:
         with _signals(stop):
             _loop(cfg, source, inspector, writer, summary, stop, done)
+    except ResultsWriteError:
+        stop.reason = stop.reason or "a failed write to the results"
+        raise
     finally:
         summary.stopped_by = stop.reason
         summary.seconds = time.monotonic() - t0
         source.close()
-        writer.close()
-        if cfg.show:
-            cv2.destroyAllWindows()
-        print(summary.text(), file=log, flush=True)
+        try:
+            writer.close()  # may fail to fsync the last records: still unlock and summarize
+        finally:
+            if lock is not None:
+                lock.release()
+            if cfg.show:
+                cv2.destroyAllWindows()
+            print(summary.text(), file=log, flush=True)
     return summary
 
 
@@ -317,7 +395,17 @@ def _loop(cfg, source, inspector, writer, summary, stop, done) -> None:
     pace = 1.0 / cfg.fps if cfg.fps else 0.0
     next_t = time.monotonic()
 
+    check_whole_frame = inspector.roi is None
+
     def judge(frames: list[Frame]) -> None:
+        nonlocal check_whole_frame
+        if check_whole_frame:  # once, on the first decoded frame
+            first = next((f.image for f in frames if f.image is not None), None)
+            if first is not None:
+                check_whole_frame = False
+                warning = whole_frame_warning(first.shape, inspector.spec)
+                if warning:
+                    print(warning, file=sys.stderr, flush=True)
         if len(frames) == 1:
             js = [inspector.inspect(frames[0].image)]
         else:

@@ -8,22 +8,39 @@ Offline sources (files, folders) are read sequentially — no CAP_PROP_POS_FRAME
 unreliable for compressed video — and skip already-recorded frames without decoding them on resume.
 
 Live sources (camera, stream, or a video file with `live=True`, which plays it at its frame rate
-like a camera: the same code path, testable without hardware) are read by a grab thread that keeps
+like a camera and ends at its end: the same code path, testable without hardware) are read by a
+grab thread that keeps
 only the newest frame, because CAP_PROP_BUFFERSIZE is ignored by most backends and a stale queue
 means judging parts that already left the station. A dead camera is detected three ways — read()
 fails, read() "succeeds" with an empty or repeated frame (unplugged USB cameras do this), or no
 frame arrives within the read timeout (a blocked read() after a stream drops, which cannot be
-interrupted: the stuck thread is abandoned and releases its own capture if it ever returns) — and
+interrupted: the stuck thread is abandoned and releases its own capture when read() returns) — and
 reconnected with bounded exponential backoff.
+
+Opening a stream waits at most the open timeout (`run --open-timeout`, default 5 s), and a read
+at most the read timeout (5 s, which is also how long a live source may stay silent before it
+counts as an outage): both are handed to OpenCV's FFmpeg backend. A URL is opened with FFmpeg
+only — falling back to "any backend" tried FFmpeg again without the timeouts, 30 s more against a
+server that accepts and never answers.
+
+Grab threads are joined on close() and are not daemon threads: the interpreter must never tear
+down a thread that is inside OpenCV's FFmpeg read(). At exit Python ends daemon threads with a
+forced unwind, and a C++ `catch (...)` in the reader swallows it, which aborts the whole process
+("FATAL: exception not rethrown", exit 134) — after SIGTERM on a live HTTP stream, losing the exit
+code the line's supervisor relies on. read() returns within the FFmpeg read timeout, so the join
+is bounded. A caller that never closes its source is covered too: at interpreter exit, before
+Python waits for non-daemon threads, every grab thread is told to stop after its current read.
 """
 
 from __future__ import annotations
 
 import glob
 import math
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +52,8 @@ from edge_runtime.datasets import IMAGE_EXTS, image_files, read_image_file, reco
 from edge_runtime.errors import BadInput, RunFailed
 from edge_runtime.preprocess import Roi
 
+OPEN_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0
 VIDEO_EXTS = {".avi", ".mp4", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".mjpeg"}
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -80,6 +99,9 @@ class Source:
     kind: str = ""
     live: bool = False
     default_roi: Roi | None = None
+    # Said once on stderr when default_roi is used: where it came from, when not obvious (a
+    # roi.json found beside a bare video file).
+    roi_note: str | None = None
 
     def events(
         self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
@@ -130,9 +152,26 @@ class ImageFiles(Source):
 
 
 # ------------------------------------------------------------------------------- capture
+_quieted = False
+
+
+def _quiet_opencv() -> None:
+    """OpenCV and FFmpeg print their own warnings on stderr for every failed open or timeout
+    (several lines each), drowning the one line twinspect prints about it. Silenced unless
+    TWINSPECT_CV_LOGS=1; set OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL to override either."""
+    global _quieted
+    if _quieted or os.environ.get("TWINSPECT_CV_LOGS") == "1":
+        return
+    _quieted = True
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read at FFmpeg init
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: float):
     """cv2.VideoCapture with open/read timeouts on the FFmpeg backend (files and streams), so a
     dropped stream cannot block read() for minutes; None when it does not open."""
+    _quiet_opencv()
     if isinstance(target, int):
         cap = cv2.VideoCapture(target)
     else:
@@ -143,7 +182,11 @@ def _open_capture(target: int | str, open_timeout_s: float, read_timeout_s: floa
             int(read_timeout_s * 1000),
         ]
         cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
-        if not cap.isOpened():  # a build without FFmpeg, or a backend-specific URL
+        # Another backend only for files, or when this build has no FFmpeg: for a URL it would
+        # be FFmpeg again without the timeouts (see the module docstring).
+        if not cap.isOpened() and (
+            not URL_RE.match(target) or not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+        ):
             cap.release()
             cap = cv2.VideoCapture(target)
     if not cap.isOpened():
@@ -162,7 +205,7 @@ class VideoFile(Source):
 
     kind = "video"
 
-    def __init__(self, path: Path, open_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, open_timeout_s: float = OPEN_TIMEOUT_S) -> None:
         self.path = path
         self.name = path.name
         self._open_timeout_s = open_timeout_s
@@ -194,11 +237,26 @@ class VideoFile(Source):
             cap.release()
 
 
+_grabbers: weakref.WeakSet[_Grabber] = weakref.WeakSet()
+
+
+def _stop_grabbers_at_exit() -> None:
+    """Runs when the interpreter starts to exit, before it joins non-daemon threads: without
+    it, a grab thread of a source nobody closed would keep the process alive for good."""
+    for g in list(_grabbers):
+        g.abandoned = True
+
+
+# The hook concurrent.futures uses for the same reason; atexit would run after the join.
+threading._register_atexit(_stop_grabbers_at_exit)
+
+
 class _Grabber(threading.Thread):
     """Reads one capture as fast as it delivers and keeps only the newest frame."""
 
     def __init__(self, cap, cond: threading.Condition, pace_fps: float, stale_repeats: int):
-        super().__init__(daemon=True, name="twinspect-grab")
+        # Not a daemon: see the module docstring (exit 134 when torn down inside read()).
+        super().__init__(daemon=False, name="twinspect-grab")
         self.cap = cap
         self.cond = cond
         self.pace = 1.0 / pace_fps if pace_fps > 0 else 0.0
@@ -206,7 +264,10 @@ class _Grabber(threading.Thread):
         self.latest: tuple[np.ndarray, float, float] | None = None
         self.seq = 0  # frames grabbed so far
         self.failed: str | None = None
+        self.ended = False  # a file played like a camera reached its end
+        self.end_at_eof = False
         self.abandoned = False
+        _grabbers.add(self)
 
     def run(self) -> None:
         repeats, last_sig = 0, b""
@@ -218,6 +279,11 @@ class _Grabber(threading.Thread):
                     time.sleep(max(0.0, next_t - time.monotonic()))
                 ok, image = self.cap.read()
                 ts, mono = time.time(), time.monotonic()
+                if not ok and self.end_at_eof:
+                    with self.cond:
+                        self.ended = True
+                        self.cond.notify_all()
+                    return
                 if not ok or image is None or image.size == 0:
                     self._fail("the camera stopped delivering frames" if not ok else "empty frame")
                     return
@@ -266,9 +332,10 @@ class LiveCapture(Source):
         name: str,
         kind: str,
         reconnect: Reconnect | None = None,
-        open_timeout_s: float = 10.0,
-        read_timeout_s: float = 5.0,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
+        read_timeout_s: float = READ_TIMEOUT_S,
         stale_repeats: int = 50,
+        end_at_eof: bool | None = None,
     ) -> None:
         self.target = target
         self.name = name
@@ -278,8 +345,13 @@ class LiveCapture(Source):
         self.read_timeout_s = read_timeout_s
         self.stale_repeats = stale_repeats
         self._paced = isinstance(target, str) and Path(target).is_file()
+        # A file ends: by default its end ends the run (reopening it replayed the same frames
+        # forever, one outage record per loop). end_at_eof=False keeps the camera behaviour, so
+        # a file can stand in for a camera that drops, to exercise reconnects.
+        self.end_at_eof = self._paced if end_at_eof is None else end_at_eof
         self._cond = threading.Condition()
         self._grabber: _Grabber | None = None
+        self._stopping: list[_Grabber] = []  # abandoned grab threads, joined on close()
         self.fps = 0.0
         self.grabbed = 0  # frames the camera delivered, including those replaced by newer ones
 
@@ -292,6 +364,7 @@ class LiveCapture(Source):
         self.fps = _fps(cap) or self.fps
         pace = (self.fps or 30.0) if self._paced else 0.0
         self._grabber = _Grabber(cap, self._cond, pace, self.stale_repeats)
+        self._grabber.end_at_eof = self.end_at_eof
         self._grabber.start()
         return True
 
@@ -302,14 +375,29 @@ class LiveCapture(Source):
                 self.grabbed += g.seq
                 g.abandoned = True  # a thread stuck in read() releases its capture on return
             self._grabber = None
+            self._stopping.append(g)
 
     def close(self) -> None:
+        """Stop grabbing and wait for the grab threads to leave OpenCV (bounded by the read
+        timeout), so the process can exit cleanly; safe to call twice."""
         self._abandon()
+        deadline = time.monotonic() + self.read_timeout_s + 1.0
+        for g in self._stopping:
+            g.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._stopping = [g for g in self._stopping if g.is_alive()]
 
     def events(
         self, done: frozenset[int] = frozenset(), stop: StopFlag = _never
     ) -> Iterator[Event]:
+        t0 = time.monotonic()
         if not self._start():
+            waited = time.monotonic() - t0
+            if isinstance(self.target, str) and waited >= 0.9 * self.open_timeout_s:
+                raise BadInput(
+                    f"{self.describe()}: no answer within {self.open_timeout_s:g} s "
+                    "(--open-timeout); check the URL and that the camera is up, or raise "
+                    "--open-timeout"
+                )
             raise BadInput(f"{self.describe()}: cannot open (check the index, URL or cable)")
         index = max(done) + 1 if done else 0  # resume: live frames are new, keep indices unique
         last_seq, last_mono = 0, time.monotonic()
@@ -317,9 +405,9 @@ class LiveCapture(Source):
             while not stop():
                 g = self._grabber
                 with self._cond:
-                    if g.seq == last_seq and not g.failed:
+                    if g.seq == last_seq and not g.failed and not g.ended:
                         self._cond.wait(timeout=0.1)
-                    seq, latest, failed = g.seq, g.latest, g.failed
+                    seq, latest, failed, ended = g.seq, g.latest, g.failed, g.ended
                 if seq != last_seq and latest is not None:
                     last_seq = seq
                     image, ts, mono = latest
@@ -327,6 +415,8 @@ class LiveCapture(Source):
                     yield Frame(index, self.name, image, ts, mono)
                     index += 1
                     continue
+                if ended:  # the newest frame is judged (above) before the end is taken
+                    return
                 silent = time.monotonic() - last_mono
                 if failed is None and silent < self.read_timeout_s:
                     continue
@@ -389,7 +479,9 @@ class LiveCapture(Source):
 
 
 # ------------------------------------------------------------------------------- opening
-def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
+def _recording(
+    folder: Path, reconnect: Reconnect | None, live: bool, open_timeout_s: float = OPEN_TIMEOUT_S
+) -> Source:
     roi = recording_roi(folder)
     frames = folder / "frames"
     if frames.is_dir() and not live:
@@ -398,15 +490,34 @@ def _recording(folder: Path, reconnect: Reconnect | None, live: bool) -> Source:
     if not videos:
         raise BadInput(f"{folder}: a recording needs frames/ or a video beside roi.json")
     src = (
-        LiveCapture(str(videos[0]), str(videos[0]), "recording video (live)", reconnect)
+        LiveCapture(
+            str(videos[0]), str(videos[0]), "recording video (live)", reconnect, open_timeout_s
+        )
         if live
-        else VideoFile(videos[0])
+        else VideoFile(videos[0], open_timeout_s)
     )
     src.default_roi = roi
     return src
 
 
-def open_source(text: str, live: bool = False, reconnect: Reconnect | None = None) -> Source:
+def _roi_beside(src: Source, video: Path) -> Source:
+    """A recording's line.avi given alone still gets its recording's ROI: without it whole
+    frames are shrunk to the model input and every part is judged NG."""
+    if (video.parent / "roi.json").is_file():
+        src.default_roi = recording_roi(video.parent)
+        src.roi_note = (
+            f"using the ROI {src.default_roi.to_dict()} from {video.parent / 'roi.json'} "
+            f"beside {video.name} (--roi to override)"
+        )
+    return src
+
+
+def open_source(
+    text: str,
+    live: bool = False,
+    reconnect: Reconnect | None = None,
+    open_timeout_s: float = OPEN_TIMEOUT_S,
+) -> Source:
     """Resolve a --source argument. Refuses (BadInput, exit 2) what is not a usable source.
 
     `live=True` plays a video file like a camera: grab thread, newest frame only, reconnect at
@@ -416,9 +527,9 @@ def open_source(text: str, live: bool = False, reconnect: Reconnect | None = Non
     if path.exists():
         if path.is_dir():
             if (path / "roi.json").is_file():
-                return _recording(path, reconnect, live)
+                return _recording(path, reconnect, live, open_timeout_s)
             if (path / "recording" / "roi.json").is_file():  # the folder `generate` wrote
-                return _recording(path / "recording", reconnect, live)
+                return _recording(path / "recording", reconnect, live, open_timeout_s)
             images = image_files(path)
             if not images:
                 raise BadInput(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))})")
@@ -426,12 +537,13 @@ def open_source(text: str, live: bool = False, reconnect: Reconnect | None = Non
         if path.suffix.lower() in IMAGE_EXTS:
             return ImageFiles([path], str(path), "image")
         if live:
-            return LiveCapture(str(path), str(path), "video (live)", reconnect)
-        return VideoFile(path)
+            src = LiveCapture(str(path), str(path), "video (live)", reconnect, open_timeout_s)
+            return _roi_beside(src, path)
+        return _roi_beside(VideoFile(path, open_timeout_s), path)
     if text.isdigit():
-        return LiveCapture(int(text), f"camera {text}", "camera", reconnect)
+        return LiveCapture(int(text), f"camera {text}", "camera", reconnect, open_timeout_s)
     if URL_RE.match(text):
-        return LiveCapture(text, text, "stream", reconnect)
+        return LiveCapture(text, text, "stream", reconnect, open_timeout_s)
     if any(c in text for c in "*?["):
         matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
         images = [p for p in matches if p.is_file()]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,11 +52,40 @@ def _read_validation(run_dir: Path) -> dict:
     for name in ("embedding.keras", "reference.json", "validation.npz"):
         if not (run_dir / name).is_file():
             raise BadInput(f"{run_dir / name}: missing; is {run_dir} a complete training run?")
-    with np.load(run_dir / "validation.npz", allow_pickle=False) as z:
-        val = {k: z[k] for k in z.files}
+    path = run_dir / "validation.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            val = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # a truncated copy or an interrupted write: the zip directory or a member is cut off
+        raise BadInput(
+            f"{path}: not a readable NumPy archive ({_first_line(e)}); truncated or corrupt? "
+            "Re-run 'twinspect train'"
+        ) from None
     if "images" not in val or "labels" not in val or val["images"].ndim not in (3, 4):
-        raise BadInput(f"{run_dir / 'validation.npz'}: needs uint8 'images' N×H×W(×C) and 'labels'")
+        raise BadInput(f"{path}: needs uint8 'images' N×H×W(×C) and 'labels'")
     return val
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _load_embedding(path: Path):
+    """The Keras embedding branch, or one BadInput line: Keras raises a variety of errors for
+    a damaged file (ValueError "File not found" for a truncated zip, among others)."""
+    from train.model import load_model  # TensorFlow: only on the export path
+
+    if not zipfile.is_zipfile(path):
+        raise BadInput(
+            f"{path}: not a complete .keras archive (truncated or corrupt?); "
+            "re-run 'twinspect train'"
+        )
+    try:
+        return load_model(path)
+    except Exception as e:  # Keras/TensorFlow/h5py/zipfile raise their own types
+        raise BadInput(f"{path}: Keras cannot load it ({_first_line(e)})") from None
 
 
 def parity_images(images: np.ndarray, n: int = MIN_PARITY_IMAGES) -> np.ndarray:
@@ -67,6 +98,16 @@ def parity_images(images: np.ndarray, n: int = MIN_PARITY_IMAGES) -> np.ndarray:
         shifted = np.roll(images, k, axis=2).astype(np.int16) - 4 * k
         out.append(np.clip(shifted, 0, 255).astype(np.uint8))
     return np.concatenate(out)[: max(n, len(images))]
+
+
+def parity_counts(parity: dict) -> str:
+    """'720 validation images', or '256 images compared (64 validation + 192 shifted copies)'
+    — a small validation set is topped up, and saying only 256 suggested 256 real images."""
+    n, copies = parity.get("images", 0), parity.get("shifted_copies", 0)
+    if not copies:
+        return f"{n} validation images"
+    n_val = parity.get("validation_images")
+    return f"{n} images compared ({n_val} validation + {copies} shifted copies)"
 
 
 def _ort_session(onnx_bytes: bytes):
@@ -96,7 +137,6 @@ def export_run(
     roi: Roi | None = None,
     log=print,
 ) -> ExportResult:
-    from train.model import load_model  # TensorFlow: only on the export path
     from train.run_folder import read_reference
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -108,7 +148,7 @@ def export_run(
     if roi is not None:
         sidecar.roi = roi
     spec = sidecar.input
-    embedding = load_model(run_dir / "embedding.keras")
+    embedding = _load_embedding(run_dir / "embedding.keras")
     log(f"export: converting {run_dir / 'embedding.keras'} to ONNX (opset {opset})")
     onnx_fp32 = to_onnx_bytes(embedding, spec, opset)
     threshold = sidecar.threshold.value
@@ -124,8 +164,11 @@ def export_run(
     s_keras = distances(keras_emb, reference, metric)
     s_ort = distances(ort_emb, reference, metric)
     disagree = int(np.sum((s_keras > threshold) != (s_ort > threshold)))
+    n_val = len(val["images"])
     sidecar.parity = {
-        "images": len(images),
+        "images": len(images),  # compared: the validation images, topped up to 256 if fewer
+        "validation_images": min(n_val, len(images)),
+        "shifted_copies": max(0, len(images) - n_val),
         "max_abs_diff": max_abs,
         "max_score_diff": float(np.max(np.abs(s_keras - s_ort))),
         "verdict_disagreements": disagree,
@@ -134,7 +177,7 @@ def export_run(
         "opset": opset,
     }
     log(
-        f"export: parity on {len(images)} images: max |Keras − ONNX| = {max_abs:.2e} "
+        f"export: parity on {parity_counts(sidecar.parity)}: max |Keras − ONNX| = {max_abs:.2e} "
         f"(limit {PARITY_TOLERANCE:.0e}), verdict disagreements = {disagree}"
     )
     if not (max_abs <= PARITY_TOLERANCE) or disagree:
@@ -207,14 +250,34 @@ def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar
 
 
 def write_model_dir(out_dir: Path, onnx_bytes: bytes, sidecar: Sidecar) -> None:
-    """Stage the ONNX, then the sidecar, then rename both into place (see module docstring)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Stage the ONNX, then the sidecar, then rename both into place (see module docstring).
+
+    A folder that cannot be written (a full disk, no permission, a file in the way) is the
+    user's to fix: one BadInput line naming it, and nothing left behind — no staged files, and
+    no empty folder this call made.
+    """
+    created = not out_dir.exists()
     staged: list[Path] = []
+    replaced = 0
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         staged.append(stage_bytes(out_dir / MODEL_NAME, onnx_bytes))
         staged.append(stage_bytes(out_dir / SIDECAR_NAME, sidecar.to_json()))
         os.replace(staged[0], out_dir / MODEL_NAME)
+        replaced += 1
         os.replace(staged[1], out_dir / SIDECAR_NAME)
+    except OSError as e:
+        after = (
+            "nothing was replaced"
+            if not replaced
+            else f"{MODEL_NAME} was replaced but not {SIDECAR_NAME} (the runtime refuses the "
+            "pair); run export again"
+        )
+        raise BadInput(
+            f"--out {out_dir}: cannot write the model ({e.strerror or e}); {after}"
+        ) from None
     finally:
         for tmp in staged:
             tmp.unlink(missing_ok=True)
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     from train import require_keras
 
     require_keras()
-    from export.build import export_run
+    from export.build import export_run, parity_counts
 
     result = export_run(args.run, args.out, args.opset, args.quantize, args.roi)
     sc = result.sidecar
@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     par = sc.parity
     print(
-        f"parity: {par['images']} images, max |Keras − ONNX| {par['max_abs_diff']:.1e}, "
+        f"parity: {parity_counts(par)}, max |Keras − ONNX| {par['max_abs_diff']:.1e}, "
         f"{par['verdict_disagreements']} verdict disagreements"
     )
     return 0

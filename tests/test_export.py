@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge_runtime.cli import main
-from edge_runtime.errors import BadModel
+from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.model import load_model_dir
 from edge_runtime.preprocess import to_tensor
 from edge_runtime.sidecar import Sidecar
@@ -74,7 +76,7 @@ def test_failure_between_the_two_files_keeps_the_old_pair(
         return real_stage(path, data)
 
     monkeypatch.setattr(build, "stage_bytes", stage_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(BadInput, match=r"No space left on device\); nothing was replaced"):
         build.export_run(untrained_run, target, opset=18, log=lambda *_: None)
     assert calls == ["model.onnx", "model.json"]
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # no temp files either
@@ -147,3 +149,59 @@ def test_runtime_refuses_unreadable_json(untrained_model_dir, tmp_path):
     (bad / "model.json").write_text('{"schema_version": 1,')
     with pytest.raises(BadModel, match="not readable JSON"):
         load_model_dir(bad)
+
+
+def _export_cli(run_dir: Path, out: Path, capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main(["export", "--run", str(run_dir), "--out", str(out)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("name", ["embedding.keras", "validation.npz"])
+def test_export_of_a_truncated_run_file_is_one_line_and_exit_2(
+    untrained_run, tmp_path, capsys, name
+):
+    """Issue 11 F5: a truncated file in the run folder is bad input, not a traceback."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(untrained_run, run_dir)
+    f = run_dir / name
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    out = tmp_path / "m"
+    code, err = _export_cli(run_dir, out, capsys)
+    assert code == 2 and len(err) == 1 and str(f) in err[0], err
+    assert not out.exists()  # nothing half-written
+
+
+def test_export_into_an_unwritable_folder_is_one_line_and_exit_2(untrained_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"  # a folder that cannot be made, even as root
+    blocker.write_text("x")
+    code, err = _export_cli(untrained_run, blocker / "m", capsys)
+    assert code == 2 and len(err) == 1 and str(blocker / "m") in err[0], err
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_exported_files_follow_the_umask(untrained_run, tmp_path, umask, mode):
+    """Issue 11 F6: staged files were created 0600 whatever the umask, so another user (the
+    line's service account) could not read the model."""
+    from export.build import export_run
+
+    old = os.umask(umask)
+    try:
+        export_run(untrained_run, tmp_path / "m", log=lambda *_: None)
+    finally:
+        os.umask(old)
+    for name in ("model.onnx", "model.json"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == mode, name
+
+
+def test_parity_reports_the_images_it_compared(untrained_run, tmp_path, capsys):
+    """Issue 11: 'parity: 256 images' when validation held 64 — the other 192 are shifted,
+    dimmed copies made to reach 256. Both counts are now said, and kept in the sidecar."""
+    out = tmp_path / "m"
+    assert main(["export", "--run", str(untrained_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity: 256 images compared (64 validation + 192 shifted copies)" in printed
+    parity = json.loads((out / "model.json").read_text())["parity"]
+    assert parity["images"] == 256 and parity["validation_images"] == 64
+    assert parity["shifted_copies"] == 192

@@ -58,3 +58,19 @@ def test_eval_threshold_override_and_bad_model(untrained_model_dir, line, tmp_pa
     assert main([*argv, "--threshold", "-1"]) == 0
     assert "(cli)" in capsys.readouterr().out
     assert main(["eval", "--model", str(tmp_path), "--data", str(line)]) == 2
+
+
+def test_eval_without_split_scores_the_test_split_and_says_so(
+    untrained_model_dir, line, tmp_path, capsys
+):
+    """Issue 11: `eval --data DIR` without --split scored the *train* split, silently."""
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--model", str(untrained_model_dir), "--data", str(line), "--json", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    assert figures["n"] == 36 and figures["split"] == "test"  # 36 test images, 12 train
+    assert "split test (default" in printed.splitlines()[0]
+    assert main([*argv, "--split", "train"]) == 0
+    assert "split train" in capsys.readouterr().out.splitlines()[0]
+    assert json.loads(out.read_text())["split"] == "train"

@@ -8,8 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -163,25 +167,30 @@ def test_show_on_a_headless_build_is_one_clear_line(untrained_model_dir, frames,
     assert code == 2 and "--show needs" in err and len(err.splitlines()) == 1
 
 
-def test_live_video_path_via_cli(untrained_model_dir, tmp_path):
-    video = tmp_path / "cam.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 60, (320, 240), False)
-    for i in range(5):
-        w.write(frame_image(i))
-    w.release()
+def test_live_on_a_video_file_stops_at_its_end(untrained_model_dir, tmp_path):
+    """Issue 11: `--live` on a file looped forever (end of file = a camera outage, reopened
+    from the start). A file played like a camera now ends the run at its end: exit 0, no
+    outage records. In a subprocess, so the old behaviour fails by timeout instead of hanging."""
+    video = _write_video(tmp_path / "cam.avi", 5, fps=60)
     out = tmp_path / "r.jsonl"
-    args = ["--model", untrained_model_dir, "--source", video, "--roi", ROI, "--out", out]
-    assert run(*args, "--live", "--max-frames", 8, "--reconnect-wait", 0.05) == 0
+    proc = _spawn(untrained_model_dir, video, out, "--live", "--reconnect-wait", 0.05)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr
     recs = lines(out)
-    frames_ = [r for r in recs if r["event"] == "frame"]
-    outages = [r for r in recs if r["event"] == "outage"]
-    assert [r["frame"] for r in frames_] == list(range(8))
-    assert outages and outages[0]["recovered"] and outages[0]["frames_missed"] >= 0
+    assert recs and all(r["event"] == "frame" for r in recs)  # no outage at the end of a file
+    assert [r["frame"] for r in recs] == list(range(len(recs))) and len(recs) <= 5
+    assert "outages" not in stdout and f"frames {len(recs)}:" in stdout
+    args = ["--model", untrained_model_dir, "--source", video, "--out", out]
     assert run(*args, "--live", "--batch", 4, "--overwrite") == 2
 
 
 # ------------------------------------------------------------------------------- subprocesses
-def _spawn(model: Path, source: Path, out: Path, *extra) -> subprocess.Popen:
+def _spawn(model: Path, source: Path | str, out: Path, *extra) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(model)]
     cmd += ["--source", str(source), "--roi", ROI, "--out", str(out), *map(str, extra)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -220,3 +229,356 @@ def test_signal_mid_run_keeps_completed_records_then_resume_completes(
     proc = _spawn(untrained_model_dir, frames, out, "--resume")
     assert proc.wait(timeout=60) == 0
     assert [r["frame"] for r in lines(out)] == list(range(60))
+
+
+# ------------------------------------------------------------------------------- a live stream
+class _MjpegHandler(BaseHTTPRequestHandler):
+    """An IP camera's MJPEG endpoint: multipart JPEG frames, one every 20 ms, until the client
+    goes away (what `twinspect run --source http://…/stream.mjpg` meets on a real line)."""
+
+    jpegs: ClassVar[list[bytes]] = []
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        try:
+            while not self.server.closing.is_set():
+                jpeg = self.jpegs[i % len(self.jpegs)]
+                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                self.wfile.write(head.encode() + jpeg + b"\r\n")
+                i += 1
+                time.sleep(0.02)
+        except OSError:  # the client hung up
+            pass
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+@pytest.fixture
+def mjpeg_url() -> Iterator[str]:
+    _MjpegHandler.jpegs = [cv2.imencode(".jpg", frame_image(i))[1].tobytes() for i in range(8)]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
+    server.daemon_threads = True
+    server.closing = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    server.closing.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_on_a_live_http_stream_finishes_and_exits_0(
+    untrained_model_dir, tmp_path, mjpeg_url, sig
+):
+    """Issue 11 F1: the grab thread sat in OpenCV's FFmpeg read() when the interpreter exited,
+    and tearing it down aborted the process (exit 134, "FATAL: exception not rethrown")."""
+    out = tmp_path / "r.jsonl"
+    proc = _spawn(untrained_model_dir, mjpeg_url, out)
+    _wait_for_lines(out, 5, proc)
+    os.kill(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    text = out.read_text()
+    recs = [json.loads(s) for s in text.splitlines()]
+    assert text.endswith("\n") and len(recs) >= 5
+    assert [r["frame"] for r in recs] == list(range(len(recs)))
+    assert f"stopped by {sig.name}" in stdout and f"frames {len(recs)}:" in stdout
+
+
+@pytest.mark.parametrize("mode", ["--overwrite", "--resume"])
+def test_second_writer_on_the_same_out_is_refused(untrained_model_dir, tmp_path, capsys, mode):
+    """Issue 11 F2: a second `twinspect run` on a results file another run is writing exits 2
+    naming the file and the other process, and the first run's records stay whole."""
+    frames = write_folder(tmp_path / "frames", 60)
+    out = tmp_path / "r.jsonl"
+    first = _spawn(untrained_model_dir, frames, out, "--fps", 20)
+    try:
+        _wait_for_lines(out, 3, first)
+        args = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+        assert run(*args, mode) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0] and f"pid {first.pid}" in err[0], err
+    finally:
+        os.kill(first.pid, signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+    recs = lines(out)  # every line whole, none overwritten
+    assert [r["frame"] for r in recs] == list(range(len(recs))) and len(recs) >= 3
+
+
+def _other_model(model_dir: Path, tmp_path: Path) -> Path:
+    """The same network saved with a different doc string: a different ONNX file (sha256) that
+    the runtime loads like any export."""
+    import shutil
+
+    import onnx
+
+    from edge_runtime.files import sha256_file
+
+    other = tmp_path / "other-model"
+    shutil.copytree(model_dir, other)
+    m = onnx.load(other / "model.onnx")
+    m.doc_string = "another export"
+    onnx.save(m, other / "model.onnx")
+    sidecar = json.loads((other / "model.json").read_text())
+    sidecar["model_sha256"] = sha256_file(other / "model.onnx")
+    (other / "model.json").write_text(json.dumps(sidecar))
+    return other
+
+
+@pytest.mark.parametrize("change", ["source", "model", "threshold", "roi", "csv"])
+def test_resume_with_a_different_source_model_or_threshold_is_refused(
+    untrained_model_dir, frames, tmp_path, capsys, change
+):
+    """Issue 11 F3: --resume checks the results file was made by the same source, model,
+    threshold (and ROI, format); otherwise exit 2 naming what differs, unless --force."""
+    out = tmp_path / "r.jsonl"
+    base = {"--model": untrained_model_dir, "--source": frames, "--roi": ROI, "--out": out}
+    assert run(*[str(x) for kv in base.items() for x in kv], "--max-frames", 4) == 0
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert state["source"] == str(frames) and state["roi"] == Roi.parse(ROI).to_dict()
+    assert state["model_sha256"] == load_model_dir(untrained_model_dir).sidecar.model_sha256
+    capsys.readouterr()
+    changed, extra = dict(base), []
+    if change == "source":
+        changed["--source"] = write_folder(tmp_path / "other-frames", 12)
+    elif change == "model":
+        changed["--model"] = _other_model(untrained_model_dir, tmp_path)
+    elif change == "threshold":
+        extra = ["--threshold", 0.5]
+    elif change == "roi":
+        changed["--roi"] = "100,80,108,78"
+    else:
+        extra = ["--csv"]
+    argv = [*[str(x) for kv in changed.items() for x in kv], *extra, "--resume"]
+    before = out.read_bytes()
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0], err
+    what = {"model": "model sha256 ", "csv": "cannot mix formats"}.get(change, f"{change} ")
+    assert what in err[0] and ("--force" in err[0]) == (change != "csv"), err
+    assert out.read_bytes() == before  # nothing touched
+    if change == "csv":
+        return  # a CSV tail on a JSON-lines file is never useful, even forced
+    assert run(*argv, "--force") == 0
+    recs = lines(out)
+    assert [r["frame"] for r in recs] == list(range(12))
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert len(state["resumes"]) == 1 and state["resumes"][0]["forced"]
+
+
+def test_resume_with_the_same_settings_is_recorded(untrained_model_dir, frames, tmp_path):
+    out = tmp_path / "r.jsonl"
+    base = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", out]
+    assert run(*base, "--max-frames", 4) == 0
+    assert run(*base, "--resume") == 0
+    assert [r["frame"] for r in lines(out)] == list(range(12))
+    state = json.loads((tmp_path / "r.jsonl.run.json").read_text())
+    assert state["resumes"] and state["resumes"][0]["forced"] == []
+
+
+def _limit_file_size(nbytes: int):
+    """preexec_fn: files this child writes may not grow beyond nbytes — a disk that fills up
+    after nbytes, without root. SIGXFSZ ignored, so the write fails with EFBIG (an OSError)."""
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return limit
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_full_disk_keeps_whole_lines_prints_the_summary_and_exits_2(
+    untrained_model_dir, frames, tmp_path, fmt
+):
+    """Issue 11 F4: a write that fails (disk full) is one line naming the file, exit 2, the
+    summary of what was recorded, and no torn record at the end of the file."""
+    out = tmp_path / f"r.{fmt}"
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", str(frames), "--roi", ROI, "--out", str(out)]
+    cmd += ["--csv"] if fmt == "csv" else []
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, preexec_fn=_limit_file_size(1500)
+    )
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "File too large" in err[0], err
+    text = out.read_text()
+    assert text.endswith("\n") and len(text) <= 1500
+    if fmt == "csv":
+        import csv
+
+        rows = list(csv.DictReader(text.splitlines()))
+        frames_ = [int(r["frame"]) for r in rows]
+        assert text.splitlines()[0].startswith("event,frame,")
+    else:
+        frames_ = [json.loads(s)["frame"] for s in text.splitlines()]
+    assert frames_ == list(range(len(frames_))) and 0 < len(frames_) < 12
+    assert f"frames {len(frames_)}:" in proc.stdout  # the summary counts what was recorded
+
+
+def test_out_on_dev_full_is_one_line_and_exit_2(untrained_model_dir, frames, capsys):
+    code = run(
+        "--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--out", "/dev/full"
+    )
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "/dev/full" in err[0] and "No space" in err[0], err
+    assert "frames 0:" in captured.out
+
+
+def test_fsync_policy_every_batch_off(untrained_model_dir, frames, tmp_path):
+    """--fsync: every record, every N records or 1 s, or never; the records are the same."""
+    from edge_runtime.records import FsyncPolicy, RecordWriter
+
+    batch = FsyncPolicy("batch", records=100, seconds=1.0)
+    assert not batch.due(0, 5.0) and not batch.due(99, 0.5)
+    assert batch.due(100, 0.0) and batch.due(1, 1.0)
+    assert FsyncPolicy("every").due(1, 0.0) and not FsyncPolicy("off").due(10**6, 10**6)
+    for mode, expected in (("every", 12), ("off", 0)):
+        w = RecordWriter(tmp_path / f"{mode}.jsonl", fsync=FsyncPolicy(mode))
+        for i in range(12):
+            w.write({"event": "frame", "frame": i})
+        w.close()
+        assert w.fsyncs == expected and len(lines(tmp_path / f"{mode}.jsonl")) == 12
+    w = RecordWriter(tmp_path / "batch.jsonl", fsync=FsyncPolicy("batch", records=5))
+    for i in range(12):
+        w.write({"event": "frame", "frame": i})
+    assert 2 <= w.fsyncs <= 12
+    w.close()  # the last 2 records are forced to disk on close, if time did not already
+    assert w.fsyncs >= 3
+    base = ["--model", untrained_model_dir, "--source", frames, "--out"]
+    results = {}
+    for mode in ("every", "batch", "off"):
+        assert run(*base, tmp_path / f"cli-{mode}.jsonl", "--fsync", mode) == 0
+        results[mode] = [(r["frame"], r["verdict"]) for r in lines(tmp_path / f"cli-{mode}.jsonl")]
+    assert results["every"] == results["batch"] == results["off"] and len(results["off"]) == 12
+    with pytest.raises(SystemExit) as e:
+        run(*base, tmp_path / "x.jsonl", "--fsync", "sometimes")
+    assert e.value.code == 2
+
+
+def test_results_state_and_figures_follow_the_umask(untrained_model_dir, frames, tmp_path):
+    """Issue 11 F6: files twinspect writes get 0666 & ~umask, as open() gives, in a child
+    process with umask 002 (a shared group on the line PC)."""
+    import stat
+
+    out, figures = tmp_path / "r.jsonl", tmp_path / "eval.json"
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", str(frames), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o002))
+    rec = tmp_path / "rec"
+    write_folder(rec / "frames", 4)
+    (rec / "labels.csv").write_text("frame,label\n0,0\n1,1\n2,0\n3,1\n")
+    (rec / "roi.json").write_text(json.dumps(Roi.parse(ROI).to_dict()))
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "eval", "--model", str(untrained_model_dir)]
+    cmd += ["--data", str(rec), "--json", str(figures)]
+    subprocess.run(cmd, check=True, capture_output=True, preexec_fn=lambda: os.umask(0o002))
+    for path in (out, tmp_path / "r.jsonl.run.json", figures):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A server that accepts the connection and never says a word (a hung camera web server)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+    closing.set()
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 1])
+def test_a_url_that_never_answers_gives_up_after_the_open_timeout(
+    untrained_model_dir, tmp_path, silent_url, timeout
+):
+    """Issue 11 F7: it took 40 s (an undocumented 10 s, then 30 s more through a second
+    backend). Now --open-timeout (default 5 s) bounds it, and the line says so."""
+    out = tmp_path / "r.jsonl"
+    extra = [] if timeout is None else ["--open-timeout", str(timeout)]
+    cmd = [sys.executable, "-m", "edge_runtime.cli", "run", "--model", str(untrained_model_dir)]
+    cmd += ["--source", silent_url, "--out", str(out), *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - t0 < 30  # generous: the old behaviour took 40 s
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert silent_url in err[0] and f"no answer within {timeout or 5} s" in err[0], err
+    assert "--open-timeout" in err[0]
+
+
+def _write_video(path: Path, n: int, fps: float = 30.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240), False)
+    for i in range(n):
+        w.write(frame_image(i))
+    w.release()
+    return path
+
+
+def test_bare_video_without_roi_warns_once_and_uses_a_roi_json_beside_it(
+    untrained_model_dir, tmp_path, capsys
+):
+    """Issue 11: replaying a recording's line.avi alone shrank whole 320×240 frames to the
+    model's 36×26 (every frame NG) without a word."""
+    video = _write_video(tmp_path / "rec" / "line.avi", 6)
+    base = ["--model", untrained_model_dir, "--source", video]
+    assert run(*base, "--out", tmp_path / "whole.jsonl") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning" in err[0] and "320×240" in err[0], err
+    assert "--roi" in err[0] and "recording folder" in err[0]
+    assert run(*base, "--roi", ROI, "--out", tmp_path / "roi.jsonl") == 0
+    assert capsys.readouterr().err == ""  # an explicit ROI: nothing to warn about
+    (video.parent / "roi.json").write_text(json.dumps(Roi.parse(ROI).to_dict()))
+    assert run(*base, "--out", tmp_path / "beside.jsonl") == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and str(video.parent / "roi.json") in err[0] and "--roi" in err[0], err
+    assert "ROI {'x': 106" in captured.out  # the summary names the ROI used
+    with_roi = [r["score"] for r in lines(tmp_path / "roi.jsonl")]
+    assert [r["score"] for r in lines(tmp_path / "beside.jsonl")] == with_roi
+
+
+def test_a_library_caller_that_never_closes_a_stream_still_exits_cleanly(mjpeg_url):
+    """A script that takes frames from a live stream and exits without close(): the grab
+    thread is stopped at interpreter exit (no abort, no hang waiting for it)."""
+    code = (
+        "import sys\n"
+        "from edge_runtime.sources import open_source\n"
+        f"events = open_source({mjpeg_url!r}).events()\n"
+        "frame = next(events)\n"
+        "print(frame.image.shape)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0 and "(240, 320, 3)" in stdout, stderr

@@ -106,11 +106,22 @@ def test_unknown_source_refused(tmp_path):
     assert open_source("rtsp://192.0.2.1/stream").kind == "stream"
 
 
-def test_live_path_reconnects_and_records_the_outage(tmp_path):
-    """A video file played like a camera: at its end the 'camera' drops, is reopened."""
+def test_live_file_ends_at_its_end(tmp_path):
+    """`--live` on a file: paced like a camera, and its end is the end (no outage, no loop)."""
     video = write_video(tmp_path / "cam.avi", 6, fps=60)
     src = open_source(str(video), live=True, reconnect=Reconnect(3, 0.05, 0.2))
-    assert isinstance(src, LiveCapture) and src.live
+    assert isinstance(src, LiveCapture) and src.live and src.end_at_eof
+    events = list(src.events())
+    src.close()
+    assert events and all(isinstance(e, Frame) for e in events)
+    assert [e.index for e in events] == list(range(len(events))) and len(events) <= 6
+
+
+def test_live_path_reconnects_and_records_the_outage(tmp_path):
+    """A video file standing in for a camera that drops at the file's end, and is reopened."""
+    video = write_video(tmp_path / "cam.avi", 6, fps=60)
+    src = LiveCapture(str(video), "cam", "camera", Reconnect(3, 0.05, 0.2), end_at_eof=False)
+    assert src.live
     events = []
     for ev in src.events():
         events.append(ev)
@@ -127,7 +138,7 @@ def test_live_path_reconnects_and_records_the_outage(tmp_path):
 
 def test_live_path_gives_up_after_max_reconnects(tmp_path):
     video = write_video(tmp_path / "cam.avi", 4, fps=60)
-    src = open_source(str(video), live=True, reconnect=Reconnect(2, 0.02, 0.05))
+    src = LiveCapture(str(video), "cam", "camera", Reconnect(2, 0.02, 0.05), end_at_eof=False)
     events = []
     with pytest.raises(RunFailed, match="gave up after 2 reconnect attempts"):
         for ev in src.events():
