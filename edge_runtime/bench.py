@@ -213,6 +213,7 @@ def bench(args: argparse.Namespace) -> dict:
         "data": desc,
         "roi": roi.to_dict() if roi else None,
         "frame_shape": list(frames[0].shape),
+        "input": f"{model.spec.height}×{model.spec.width}×{model.spec.channels}",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "session": {"threads": args.threads, "spin": args.spin, "io": "IOBinding, buffers once"},
         "load_ms": {"median": float(np.median(loads)), "all": loads},
@@ -236,7 +237,25 @@ def bench(args: argparse.Namespace) -> dict:
         result["keras_per_image"] = k
     if args.tune:
         result["tuning"] = tune(args.model, frames, roi)
+    if args.compare is not None:
+        result["compare"] = compare(args.compare, opts, frames, roi, args.parts, result)
     return result
+
+
+def compare(
+    other_dir: Path, opts: SessionOptions, frames: list, roi: Roi | None, parts: int, base: dict
+) -> dict:
+    """Another model on the same decoded frames and ROI, timed right after the first: the ratio
+    of the two end-to-end p50s holds across days even when absolute times swing."""
+    other = load_model_dir(other_dir, opts)
+    lat = latency(Inspector(other, roi), frames, parts)
+    spec = other.spec
+    return {
+        "model": str(other_dir),
+        "input": f"{spec.height}×{spec.width}×{spec.channels}",
+        "latency_us": lat,
+        "ratio_p50": base["latency_us"]["total"]["p50"] / lat["total"]["p50"],
+    }
 
 
 def _runnable(source: str) -> bool:
@@ -253,7 +272,8 @@ def format_result(r: dict) -> str:
         return "met" if ok else "MISSED"
 
     lines = [
-        f"twinspect bench: {r['model']} on {r['data']}, ROI {r['roi']}",
+        f"twinspect bench: {r['model']} (input {r.get('input', '?')}) on {r['data']}, "
+        f"ROI {r['roi']}",
         f"  session: {r['session']['threads']} thread(s), spinning "
         f"{'on' if r['session']['spin'] else 'off'}, {r['session']['io']}; "
         f"{r['machine']['cpus']} CPUs",
@@ -293,6 +313,14 @@ def format_result(r: dict) -> str:
             )
         else:
             lines.append(f"  Keras per image: {k.get('skipped') or k.get('error')}")
+    c = r.get("compare")
+    if c is not None:
+        ct = c["latency_us"]["total"]
+        lines.append(
+            f"  compared with {c['model']} (input {c['input']}) on the same frames: total p50 "
+            f"{ct['p50']:.1f} µs, p99 {ct['p99']:.1f} µs → this model costs "
+            f"{c['ratio_p50']:.2f}× per part"
+        )
     for row in r.get("tuning", []):
         lines.append(
             f"  tune threads={row['threads']} spin={'on ' if row['spin'] else 'off'}: embed "
@@ -317,6 +345,12 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keras-parts", type=int, default=200, help="images for Keras (default 200)")
     p.add_argument("--rss-frames", type=int, default=2000, help="frames in the RSS subprocess")
     p.add_argument("--tune", action="store_true", help="compare onnxruntime threads/spin/binding")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="also time this model on the same frames and report the ratio of p50s",
+    )
     add_session_arguments(p)
 
 

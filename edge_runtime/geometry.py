@@ -89,7 +89,8 @@ def describe_fit(sizes: list[tuple[int, int]], spec: InputSpec, chosen_by: str) 
             f"{aspect.min():.2f}–{aspect.max():.2f}"
         )
     how = {
-        "pad": f"shrunk or enlarged with the aspect kept, borders filled with {spec.pad_value}",
+        "pad": "shrunk or enlarged with the aspect kept, borders "
+        + ("mirrored" if spec.pad_mode == "reflect" else f"filled with {spec.pad_value}"),
         "crop": "centre-cropped to the input's aspect, then resized",
         "stretch": "resized to it, aspect not kept",
     }[spec.fit]

@@ -38,6 +38,7 @@ def input_block(spec: InputSpec, name: str = "image") -> dict:
         "color": spec.color,
         "fit": spec.fit,
         "pad_value": spec.pad_value,
+        "pad_mode": spec.pad_mode,
         "resize": "INTER_AREA (shrink) / INTER_LINEAR (enlarge), after the ROI crop",
     }
 
@@ -138,6 +139,7 @@ class Sidecar:
                 layout=r.get("input.layout", str),
                 fit="stretch" if v1 else r.get("input.fit", str),
                 pad_value=0 if v1 else r.get("input.pad_value", int),
+                pad_mode="constant" if v1 else r.optional("input.pad_mode", str, "constant"),
             )
         except BadInput as e:
             raise BadModel(f"{where}: field 'input': {e}") from None

@@ -28,7 +28,7 @@ from edge_runtime.sidecar import Sidecar
 # ------------------------------------------------------------------------------ fit modes
 def test_pad_keeps_the_aspect_and_centres_by_hand():
     img = np.full((10, 40), 200, np.uint8)  # 1:4, into 20×20: scale 0.5 → 5×20, rows 7..11
-    spec = InputSpec(20, 20, fit="pad", pad_value=9)
+    spec = InputSpec(20, 20, fit="pad", pad_value=9, pad_mode="constant")
     assert placement(10, 40, spec) == (7, 0, 5, 20)
     out = fit(img, spec)
     assert out.shape == (20, 20)

@@ -156,5 +156,8 @@ def synthesize(
     picks = rng.integers(len(kinds), size=len(images))
     for i, img in enumerate(images):
         box = content_box(img, pad_value)
-        out[i] = MAKERS[kinds[picks[i]]](img, rng, box)
+        made = MAKERS[kinds[picks[i]]](img, rng, box)
+        y0, x0, y1, x1 = box  # strokes and chips that run past the part stop at its edge
+        out[i] = img
+        out[i, y0:y1, x0:x1] = made[y0:y1, x0:x1]
     return out

@@ -100,6 +100,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=(1, 3),
         help="1 = gray (default), 3 = keep colour (BGR)",
     )
+    p.add_argument(
+        "--synthetic",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of good-vs-defect pairs whose defect is a synthetic anomaly made from a good "
+        "image (scratches, pits, moved patches, stains, blur, chips); default 0.5 for inputs "
+        "above 48 px, 0 for the small network",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 
@@ -125,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         fit=args.fit,
         channels=args.channels,
+        synthetic=args.synthetic,
         quiet=args.quiet,
     )
     cfg.check()  # bad settings: one line, before TensorFlow is imported
