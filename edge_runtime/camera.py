@@ -300,15 +300,13 @@ def open_camera(cfg: RunConfig, model: EmbeddingModel, label: str = "") -> Camer
         open_timeout_s=cfg.open_timeout_s,
     )
     if source.live and cfg.batch > 1:
-        raise BadInput(
-            f"{label}--batch is for offline sources; a live camera is judged frame by frame"
-        )
+        raise BadInput("--batch is for offline sources; a live camera is judged frame by frame")
     if source.live and cfg.fps:
-        raise BadInput(f"{label}--fps paces offline sources; a live source runs at its own rate")
+        raise BadInput("--fps paces offline sources; a live source runs at its own rate")
     part = PartPolicy(cfg.camera, cfg.part_id_from, cfg.deadline_ms, cfg.fail_safe)
     if part.part_id_from == "filename" and not isinstance(source, ImageFiles):
         raise BadInput(
-            f"{label}part_id_from filename needs image files (a folder, glob or recording's "
+            f"part_id_from filename needs image files (a folder, glob or recording's "
             f"frames); {source.describe()} has no file names"
         )
     roi = resolve_roi(cfg.roi, model.sidecar.roi, source)

@@ -222,7 +222,13 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
     server = None
     try:
         for cfg in st.cameras:
-            cams.append(open_camera(cfg, models[Path(cfg.model_dir).resolve()], f"{cfg.camera}: "))
+            model = models[Path(cfg.model_dir).resolve()]
+            try:
+                cams.append(open_camera(cfg, model, f"{cfg.camera}: "))
+            except TwinspectError as e:
+                where = f"{st.path}: {cfg.camera}" if st.path else cfg.camera
+                e.args = (f"{where}: {e}",)  # which station file and camera, first
+                raise
         for cam in cams:
             cam.sinks = sinks_for(cam.cfg)
         if st.metrics_port is not None:
