@@ -240,7 +240,7 @@ class Camera:
             if self.window and f.image is not None:
                 cv2.imshow(
                     self.window,
-                    draw(f.image, insp.roi, rec["verdict"], j.score, insp.threshold, j.reason),
+                    draw(f.image, insp.roi, rec["verdict"], j.score, insp.threshold, rec["reason"]),
                 )
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27) and stop is not None:
                     stop.reason = "window closed (q/Esc)"
