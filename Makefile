@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,line]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -86,6 +86,10 @@ edge-check: $(MODEL)/model.json
 	@if $(EDGE)/bin/python -c "import tensorflow" 2>/dev/null; then echo "edge-check: TensorFlow is in the edge install"; exit 1; fi
 	$(EDGE)/bin/twinspect --help > /dev/null
 	$(EDGE)/bin/twinspect run --model $(MODEL) --source $(DATA)/recording --out /dev/null
+	@$(EDGE)/bin/twinspect run --model $(MODEL) --source $(DATA)/recording --out /dev/null \
+	  --metrics-port 0 2>$(EDGE)/metrics.err; rc=$$?; \
+	  if [ $$rc -ne 2 ] || ! grep -q "'line' extra" $(EDGE)/metrics.err; then \
+	    echo "edge-check: --metrics-port without the line extra exited $$rc, expected 2 naming it"; exit 1; fi
 	$(EDGE)/bin/twinspect eval --model $(MODEL) --data $(DATA)/recording
 	@$(EDGE)/bin/twinspect train --data $(DATA) --out $(EDGE)/run; rc=$$?; \
 	  if [ $$rc -ne 2 ]; then echo "edge-check: train without TensorFlow exited $$rc, expected 2"; exit 1; fi

@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from edge_runtime.errors import BadInput
+from edge_runtime.errors import BadInput, MissingExtra
 from edge_runtime.files import write_json
 from edge_runtime.preprocess import Roi
 from edge_runtime.verbs import Verb
@@ -50,29 +50,57 @@ def _finite(text: str) -> float:
     return v
 
 
-def add_session_arguments(p: argparse.ArgumentParser) -> None:
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0–65535 (0: any free port), got {v}")
+    return v
+
+
+def _sink_url(text: str) -> str:
+    from edge_runtime.sinks_hook import check_sink_url
+
+    try:
+        return check_sink_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_session_arguments(p: argparse.ArgumentParser, given_only: bool = False) -> None:
+    """--threads/--spin. `given_only`: default None, so `run --config` can tell an option that
+    was given (it overrides the station file) from one that was not."""
     p.add_argument(
-        "--threads", type=_positive_int, default=1,
+        "--threads", type=_positive_int, default=None if given_only else 1,
         help="onnxruntime intra-op threads (default 1: measured best for single parts)",
     )  # fmt: skip
     p.add_argument(
-        "--spin", action="store_true",
+        "--spin", action="store_true", default=None if given_only else False,
         help="let idle onnxruntime threads spin (burns a core; off by default)",
     )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- run
+# Every run option's default is None here, so `--config` can tell given from not given: a given
+# option overrides the station's [defaults] (never a camera's own key). The defaults a plain run
+# uses are RunConfig's (runner.py), said in each option's help.
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", required=True, type=Path, help="model directory (model.onnx + model.json)"
-    )
+        "--config", type=Path, metavar="STATION.toml",
+        help="a station file: several cameras in one process, each with its own source, "
+        "results file and settings (see README, 'Station file'). Other options given with it "
+        "override the file's [defaults], not a camera's own keys",
+    )  # fmt: skip
+    p.add_argument("--model", type=Path, help="model directory (model.onnx + model.json)")
     p.add_argument(
-        "--source", required=True,
+        "--source",
         help="camera index (0), video file, image folder, glob ('frames/*.png'), rtsp/http URL, "
         "or a recording folder from 'twinspect generate'",
     )  # fmt: skip
     p.add_argument("--out", type=Path, help="results file (default: stdout); one record per frame")
-    p.add_argument("--csv", action="store_true", help="write CSV instead of JSON lines")
+    p.add_argument("--csv", action="store_true", default=None, help="write CSV, not JSON lines")
     p.add_argument(
         "--roi",
         type=_roi,
@@ -84,20 +112,22 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         help="override the sidecar's threshold (recorded in each record)",
     )
     p.add_argument(
-        "--batch", type=_positive_int, default=1, help="offline sources: embed N frames at a time"
+        "--batch", type=_positive_int, help="offline sources: embed N frames at a time (default 1)"
     )
     p.add_argument(
-        "--resume", action="store_true",
+        "--resume", action="store_true", default=None,
         help="continue --out: skip frames it already holds. Refused (exit 2) when the source, "
         "model, threshold or ROI differ from those in OUT.run.json",
     )  # fmt: skip
     p.add_argument(
-        "--force", action="store_true",
+        "--force", action="store_true", default=None,
         help="with --resume: continue even so (OUT.run.json then says the file mixes runs)",
     )  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
-        "--fsync", choices=["every", "batch", "off"], default="batch",
+        "--overwrite", action="store_true", default=None, help="replace an existing --out file"
+    )
+    p.add_argument(
+        "--fsync", choices=["every", "batch", "off"],
         help="when records are forced to disk. Every record is in the file as soon as it is "
         "decided, so a crash of twinspect loses nothing; this is about a power cut. every: "
         "fsync each record (nothing lost, but a disk flush per part); batch (default): every "
@@ -110,24 +140,26 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--show",
         action="store_true",
+        default=None,
         help="live window with the overlay (needs an OpenCV GUI build)",
     )
     p.add_argument(
         "--live",
         action="store_true",
+        default=None,
         help="play a video file like a camera: at its frame rate, newest frame only (a slow "
         "inspector skips frames); the run ends at the end of the file",
     )
     p.add_argument(
-        "--max-reconnects", type=int, default=10,
+        "--max-reconnects", type=int,
         help="reconnect attempts per camera outage before giving up with exit 1 (default 10)",
     )  # fmt: skip
     p.add_argument(
-        "--reconnect-wait", type=float, default=0.5, metavar="S",
+        "--reconnect-wait", type=float, metavar="S",
         help="first reconnect wait in seconds, doubling up to 10 s (default 0.5)",
     )  # fmt: skip
     p.add_argument(
-        "--open-timeout", type=_positive_float, default=5.0, metavar="S",
+        "--open-timeout", type=_positive_float, metavar="S",
         help="seconds to wait for a camera or stream to open (and reopen) before giving up "
         "(default 5). A live source silent for 5 s counts as an outage",
     )  # fmt: skip
@@ -135,38 +167,124 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fps", type=float, help="offline sources: pace frames at this rate, like the line"
     )
-    add_session_arguments(p)
+    p.add_argument(
+        "--camera", metavar="NAME",
+        help="this camera's name in records, metrics and /healthz (default cam0; a station "
+        "file names each camera)",
+    )  # fmt: skip
+    p.add_argument(
+        "--part-id-from", choices=["frame", "filename"],
+        help="each record's part_id: the frame counter (default) or the image file's stem "
+        "(folder, glob or recording frames)",
+    )  # fmt: skip
+    p.add_argument(
+        "--deadline-ms", type=_positive_float, metavar="MS",
+        help="a verdict decided later than this after capture is replaced by --fail-safe and "
+        "recorded late: true, with the model's verdict in verdict_original (default: none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fail-safe", choices=["NG", "ERROR", "OK"],
+        help="the verdict of a part decided after --deadline-ms (default NG: reject)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sink", action="append", type=_sink_url, metavar="URL",
+        help="also send each record to mqtt://host:1883/prefix, modbus://host:502 or "
+        "opcua://host:4840 (repeatable; needs the sinks package of the 'line' extra)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-port", type=_port, metavar="N",
+        help="serve Prometheus /metrics and /healthz on this port (0: any free port, printed "
+        "on stderr); needs the 'line' extra",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-host", metavar="ADDR",
+        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 to be scraped from "
+        "another machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--stale-after", type=_positive_float, metavar="S",
+        help="/healthz answers 503 when a camera has delivered no frame for S seconds "
+        "(default 5)",
+    )  # fmt: skip
+    add_session_arguments(p, given_only=True)
+
+
+# argparse dest → station key (station_config); the same names as RunConfig's fields except
+# model → model_dir and format → fmt (runner.RunConfig).
+RUN_OPTIONS = {
+    "model": "model",
+    "roi": "roi",
+    "threshold": "threshold",
+    "batch": "batch",
+    "resume": "resume",
+    "force": "force",
+    "overwrite": "overwrite",
+    "fsync": "fsync",
+    "save_ng": "save_ng",
+    "show": "show",
+    "live": "live",
+    "max_reconnects": "max_reconnects",
+    "reconnect_wait": "reconnect_wait_s",
+    "open_timeout": "open_timeout_s",
+    "max_frames": "max_frames",
+    "fps": "fps",
+    "part_id_from": "part_id_from",
+    "deadline_ms": "deadline_ms",
+    "fail_safe": "fail_safe",
+    "stale_after": "stale_after_s",
+    "sink": "sinks",
+    "threads": "threads",
+    "spin": "spin",
+    "metrics_port": "metrics_port",
+    "metrics_host": "metrics_host",
+}
+FIELD = {"model": "model_dir", "format": "fmt"}
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The run options given on the command line, by station key."""
+    given = {key: getattr(args, dest) for dest, key in RUN_OPTIONS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.csv:
+        given["format"] = "csv"
+    if "sinks" in given:
+        given["sinks"] = tuple(given["sinks"])
+    return given
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.max_reconnects is not None and args.max_reconnects < 0:
+        raise BadInput(f"--max-reconnects must be ≥ 0, got {args.max_reconnects}")
+    given = given_options(args)
+    if args.config is not None:
+        return _run_station(args, given)
+    if args.model is None or args.source is None:
+        missing = " and ".join(
+            o for o, v in (("--model", args.model), ("--source", args.source)) if v is None
+        )
+        raise BadInput(f"{missing} needed (or --config STATION.toml for a station of cameras)")
     from edge_runtime.runner import RunConfig, run
 
-    if args.max_reconnects < 0:
-        raise BadInput(f"--max-reconnects must be ≥ 0, got {args.max_reconnects}")
-    cfg = RunConfig(
-        model_dir=args.model,
-        source=args.source,
-        out=args.out,
-        fmt="csv" if args.csv else "jsonl",
-        roi=args.roi,
-        threshold=args.threshold,
-        batch=args.batch,
-        resume=args.resume,
-        force=args.force,
-        overwrite=args.overwrite,
-        fsync=args.fsync,
-        save_ng=args.save_ng,
-        show=args.show,
-        threads=args.threads,
-        spin=args.spin,
-        live=args.live,
-        max_reconnects=args.max_reconnects,
-        reconnect_wait_s=args.reconnect_wait,
-        open_timeout_s=args.open_timeout,
-        max_frames=args.max_frames,
-        fps=args.fps,
-    )
-    run(cfg)
+    kwargs = {FIELD.get(k, k): v for k, v in given.items()}
+    run(RunConfig(source=args.source, out=args.out, camera=args.camera or "cam0", **kwargs))
+    return 0
+
+
+def _run_station(args: argparse.Namespace, given: dict) -> int:
+    for opt, value in (("--source", args.source), ("--out", args.out), ("--camera", args.camera)):
+        if value is not None:
+            raise BadInput(
+                f"{opt} is set per camera in the station file {args.config}; drop it here"
+            )
+    try:
+        from edge_runtime.station_config import load_station
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in ("pydantic", "pydantic_core", "annotated_types"):
+            raise
+        raise MissingExtra("--config (a station file)", "line") from None
+    from edge_runtime.station import run_station
+
+    run_station(load_station(args.config, given))
     return 0
 
 
@@ -182,14 +300,22 @@ RUN = Verb(
   twinspect run --model models/default --source shift.avi --batch 64 --out replay.jsonl
   twinspect run --model models/default --source 0 --out shift.jsonl --resume
   twinspect run --model models/default --source http://cam1/stream.mjpg --open-timeout 10 \\
-      --fsync every --out shift.jsonl
+      --fsync every --deadline-ms 150 --metrics-port 9108 --out shift.jsonl
+  twinspect run --config station.toml                   # several cameras, one process
+  twinspect run --config station.toml --max-frames 100  # every camera without its own max_frames
 
 OUT.run.json beside the results keeps the source, model SHA-256, threshold and ROI; --resume
 refuses others (--force to mix). One run writes a results file at a time.
 
+Station file (--config): a camera's own key wins over the command line, which wins over the
+file's [defaults]; --source, --out and --camera belong to each camera and are refused with it.
+Metrics: --metrics-port or [metrics] port serves /metrics (Prometheus) and /healthz (200 while
+every camera delivers a frame within --stale-after / stale_after_s, else 503 naming it).
+
 exit codes: 0 done (also after SIGINT/SIGTERM), 1 camera lost beyond --max-reconnects,
-            2 bad arguments, source or model; --out in use by another run; a --resume that
-              does not match; a write to --out that failed (disk full), after the summary""",
+            2 bad arguments, source, model or station file; --out in use by another run; a
+              --resume that does not match; a write to --out that failed (disk full), after
+              the summary; a missing 'line' extra for --config or --metrics-port""",
 )
 
 

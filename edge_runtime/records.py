@@ -62,6 +62,15 @@ CSV_FIELDS = [
     "frames_missed",
     "reconnect_attempts",
     "recovered",
+    # Part identity and deadline (parts.py); appended so the columns above keep their places.
+    "camera",
+    "part_id",
+    "captured_at",
+    "decided_at",
+    "t_decided_mono",
+    "decision_ms",
+    "late",
+    "verdict_original",
 ]
 
 
