@@ -29,7 +29,7 @@ from edge_runtime import __version__
 from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import read_json_object
 from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar, input_block
-from train.fit import Result, config_dict, paths_sha256, summary_figures
+from train.fit import GOOD, Result, config_dict, paths_sha256, summary_figures
 
 REFERENCE_SECTIONS = (
     "arch",
@@ -120,7 +120,13 @@ def reference_dict(r: Result) -> dict:
         "threshold": {
             "value": float(r.threshold),
             "policy": r.metrics["threshold_policy"],
-            "validation": summary_figures(val),
+            "validation": {
+                **summary_figures(val),
+                # the line's drift gauge divides its rolling median good score by this
+                "median_good_score": float(
+                    np.median(r.val_scores[data.labels[data.val_idx] == GOOD])
+                ),
+            },
             "calibration": r.metrics["calibration"],
         },
         "labels": label_names(r),
