@@ -169,14 +169,20 @@ class DurableQueue:
             self._cond.notify_all()
             return n
 
-    def wait(self, timeout: float, for_empty: bool = False) -> bool:
-        """Wait up to `timeout` for records (or, with `for_empty`, for none); whether it is so."""
+    def wait(
+        self, timeout: float, for_empty: bool = False, unless: Callable[[], bool] | None = None
+    ) -> bool:
+        """Wait up to `timeout` for records (or, with `for_empty`, for none), or until
+        `unless()` turns true after a `wake`; whether the queue is as waited for."""
         with self._cond:
-            self._cond.wait_for(lambda: (self._depth == 0) == for_empty, timeout)
+            self._cond.wait_for(
+                lambda: (self._depth == 0) == for_empty or (unless is not None and unless()),
+                timeout,
+            )
             return (self._depth == 0) == for_empty
 
     def wake(self) -> None:
-        """Wake every waiter (used to stop a Forwarder promptly)."""
+        """Wake every waiter, to check its `unless` (a Forwarder stopping)."""
         with self._cond:
             self._cond.notify_all()
 
@@ -288,7 +294,7 @@ class Forwarder:
                     last_idle = time.monotonic()
                     self._idle()
                     self.connected = True
-                if not self.queue.wait(self._idle_s):
+                if not self.queue.wait(self._idle_s, unless=self._stop.is_set):
                     continue
                 if self._stop.is_set():
                     break
