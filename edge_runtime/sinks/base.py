@@ -15,6 +15,7 @@ never options themselves: `password_file=PATH` or `password_env=VAR` name where 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -56,6 +57,19 @@ class Sink(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def quiet(library: str) -> None:
+    """Keep a protocol library's log lines off stderr unless the program configures logging.
+
+    Without any handler, Python prints a library's warnings through its last-resort handler:
+    a PLC or broker that is down would write a line per retry into `twinspect run`'s output,
+    while the sink already reports it in stats() (connected, last_error, errors). A program
+    that configures logging still receives them.
+    """
+    logger = logging.getLogger(library)
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
 
 
 def is_verdict(record: Mapping[str, Any]) -> bool:

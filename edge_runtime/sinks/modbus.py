@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 from edge_runtime.errors import BadInput, MissingExtra
-from edge_runtime.sinks.base import QueuedSink, parse_target, queue_file
+from edge_runtime.sinks.base import QueuedSink, parse_target, queue_file, quiet
 from edge_runtime.sinks.queue import Entry
 
 VERDICT_CODES = {"OK": 1, "NG": 2, "ERROR": 3}
@@ -99,6 +99,7 @@ class ModbusSink(QueuedSink):
             from pymodbus.exceptions import ModbusException
         except ImportError:
             raise MissingExtra("the Modbus sink (pymodbus)", "line") from None
+        quiet("pymodbus")
         parts, opts = parse_target(target)
         if not parts.hostname:
             raise BadInput(f"{opts.where}: no PLC host (modbus://HOST:PORT?device_id=1)")
@@ -112,7 +113,7 @@ class ModbusSink(QueuedSink):
         heartbeat_s = opts.number("heartbeat_s", 1.0, 0.0, 3600.0)
         timeout = opts.number("timeout", 1.0, 0.05, 60.0)
         self.handshake = opts.flag("handshake")
-        self.camera = camera  # one camera per register block; not written
+        self.camera = camera  # for metrics only: a register block holds one camera's parts
         name = f"modbus://{parts.hostname}:{port}?device_id={self.device_id}"
         path = queue_file(
             queue_dir, name, "modbus", parts.hostname, port, self.device_id, self.hr_base
@@ -179,12 +180,12 @@ class ModbusSink(QueuedSink):
         return n
 
     def _idle(self) -> None:
-        self.heartbeat = (self.heartbeat + 1) & 0xFFFF
-        c = self._client
-        self._call("write heartbeat", c.write_register, self.hr_base + HEARTBEAT, self.heartbeat)
+        beat = (self.heartbeat + 1) & 0xFFFF
+        self._call("write heartbeat", self._client.write_register, self.hr_base + HEARTBEAT, beat)
+        self.heartbeat = beat
 
     def _disconnect(self) -> None:
         self._client.close()
 
     def stats(self) -> dict:
-        return {**super().stats(), "heartbeat": self.heartbeat}
+        return {**super().stats(), "heartbeat": self.heartbeat, "camera": self.camera}

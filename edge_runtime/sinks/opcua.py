@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.errors import BadInput, MissingExtra
-from edge_runtime.sinks.base import DEFAULT_CAMERA, Sink, is_verdict, parse_target
+from edge_runtime.sinks.base import DEFAULT_CAMERA, Sink, is_verdict, parse_target, quiet
 
 NAMESPACE = "urn:twinspect:station"
 NO_TIME = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's "no date"
@@ -74,6 +74,7 @@ class OpcUaSink(Sink):
             import asyncua  # noqa: F401  (only to fail early, with the extra's name)
         except ImportError:
             raise MissingExtra("the OPC UA sink (asyncua)", "line") from None
+        quiet("asyncua")
         parts, opts = parse_target(target)
         try:
             port = parts.port or 4840

@@ -283,7 +283,11 @@ class Forwarder:
     def _fail(self, e: BaseException) -> None:
         self.connected = False
         self.errors += 1
-        self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        # The sinks raise ConnectionError with a sentence; anything else keeps its type's name.
+        if isinstance(e, ConnectionError) and str(e):
+            self.last_error = str(e)
+        else:
+            self.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
     def _run(self) -> None:
         wait = self._backoff[0]
