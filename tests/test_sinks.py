@@ -197,6 +197,17 @@ def test_queue_has_one_sender(tmp_path):
     q.close()
 
 
+def test_close_with_the_peer_down_keeps_the_records_on_disk(tmp_path):
+    sink = open_sink(f"modbus://127.0.0.1:{free_port()}?heartbeat_s=0", queue_dir=tmp_path)
+    for i in range(5):
+        sink.submit(part(i))
+    sink.close(timeout=0.1)  # nobody listens: nothing can be delivered
+    (path,) = tmp_path.glob("*.sqlite")
+    q = DurableQueue(path)
+    assert [e.record for e in q.peek(10)] == [part(i) for i in range(5)]
+    q.close()
+
+
 # ---------------------------------------------------------------------------------- factory
 @pytest.mark.parametrize(
     ("target", "problem"),
@@ -618,6 +629,8 @@ def test_opcua_client_reads_the_latest_state_and_counters(tmp_path):
         cam9 = read(url, "cam9")
         assert (cam9["LastVerdict"], cam9["CountOK"], cam9["LastScore"]) == ("OK", 1, 0.04)
         assert read(url, "cam2")["Status"] == "starting"
+        with pytest.raises(BadInput, match="cannot start the OPC UA server"):
+            open_sink(f"opcua://127.0.0.1:{port}")  # the port is taken: one line, no traceback
     finally:
         sink.close()
     assert sink.stats()["counts"]["cam1"]["CountNG"] == 2
