@@ -104,6 +104,7 @@ class OpcUaSink(Sink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._stopping = False
         self._thread = threading.Thread(target=self._thread_main, name="sink opcua", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S) or self.last_error:
@@ -163,8 +164,6 @@ class OpcUaSink(Sink):
         }
 
     # -- the server's own thread and loop --------------------------------------------------
-    _stopping = False
-
     def _thread_main(self) -> None:
         try:
             asyncio.run(self._serve())

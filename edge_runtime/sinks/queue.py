@@ -18,7 +18,9 @@ offset:
 
 Durability matches `records.FsyncPolicy`'s reasoning: a committed record survives a killed or
 crashed process whatever the setting; `fsync=True` (synchronous=FULL) also survives a power cut,
-at the price of a disk flush per record. One process per queue file: an exclusive flock on
+at the price of a disk flush per record. Every few thousand records sqlite folds its log back
+into the database (a checkpoint, with a flush) inside whichever call commits: the rare `put`
+that does it waits for that too. One process per queue file: an exclusive flock on
 `<file>.lock` refuses a second sender, which would deliver every record twice.
 """
 
