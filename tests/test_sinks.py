@@ -218,6 +218,8 @@ def test_close_with_the_peer_down_keeps_the_records_on_disk(tmp_path):
         ("mqtt://broker/line?colour=red", "unknown option(s) colour"),
         ("mqtt://broker/line?camera=a/b", "camera 'a/b' cannot be part of an MQTT topic"),
         ("mqtt://broker/line?ca=/nonexistent/ca.pem", "ca=/nonexistent/ca.pem: no such file"),
+        ("mqtts://broker/line?ca=" + __file__, "ca, cert or key not usable"),
+        ({"url": "https://mes/v", "ca": __file__}, "not usable"),
         ("modbus://plc?device_id=300", "device_id='300' is out of range"),
         ("modbus://plc?handshake=maybe", "expected true or false"),
         ("ftp://files/verdicts", "unknown kind"),

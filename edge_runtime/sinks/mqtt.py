@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -93,7 +94,6 @@ class MqttSink(QueuedSink):
         keepalive = opts.integer("keepalive", 30, 5, 3600)
         name = f"{parts.scheme}://{parts.hostname}:{port}/{prefix}"
         path = queue_file(queue_dir, name, "mqtt", parts.hostname, port, prefix, self.camera)
-        super().__init__(name, path, opts)
 
         self._queued_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent later
         self._lock = threading.Condition()
@@ -113,17 +113,21 @@ class MqttSink(QueuedSink):
         if username:
             c.username_pw_set(username, password)
         if tls:
-            c.tls_set(
-                ca_certs=str(ca) if ca else None,
-                certfile=str(cert) if cert else None,
-                keyfile=str(key) if key else None,
-            )
+            try:
+                c.tls_set(
+                    ca_certs=str(ca) if ca else None,
+                    certfile=str(cert) if cert else None,
+                    keyfile=str(key) if key else None,
+                )
+            except (ssl.SSLError, OSError, ValueError) as e:
+                raise BadInput(f"{opts.where}: ca, cert or key not usable ({e})") from None
         c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         self._client = c
+        super().__init__(name, path, opts)  # the queue: opened once nothing else can fail
         c.connect_async(parts.hostname, port, keepalive)
         c.loop_start()  # paho's network thread: connects, reconnects, re-sends in-flight
         self._start()

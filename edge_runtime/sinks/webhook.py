@@ -48,7 +48,10 @@ class WebhookSink(QueuedSink):
         self._headers = {"Content-Type": "application/json", "User-Agent": "twinspect"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._ssl = ssl.create_default_context(cafile=str(ca)) if ca else None
+        try:
+            self._ssl = ssl.create_default_context(cafile=str(ca)) if ca else None
+        except (ssl.SSLError, OSError) as e:
+            raise BadInput(f"{opts.where}: ca={ca} not usable ({e})") from None
         where = opts.where  # the URL without its query, which may hold a key
         super().__init__(where, queue_file(queue_dir, where, "webhook", where, self.camera), opts)
         self._start()
