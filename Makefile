@@ -7,9 +7,18 @@ DATA   := data/line
 RUN    := runs/default
 MODEL  := models/default
 
-.PHONY: install demo test lint format generate train export replay eval bench bench-surface bench-runtime edge-check clean
+.PHONY: deps install demo test lint format generate train export replay eval bench bench-surface bench-runtime edge-check clean
 
 install: $(STAMP)
+
+# System packages the tests need: Mosquitto, the MQTT broker tests/test_sinks.py starts on a free
+# localhost port (Debian's package; run as root, as CI does, or prefix with sudo).
+deps:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+	  echo "deps: mosquitto is installed"; \
+	else \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
