@@ -30,8 +30,9 @@ DEFAULT_EPOCHS = 30
 DEFAULT_BATCH = 128
 DEFAULT_N_REF = 30
 # A small line gives few pairs per epoch (every good image is an anchor once); an epoch draws
-# fresh pair sets until it has at least this many, so a 1,000-image line trains as many steps
-# as the 3,600-image default line (which has more than this and is unchanged). The scaled cnn
+# fresh pair sets until it has at least this many, so a 1,000-image line trains enough steps.
+# The default line's 1,930 good training images give 3,860 pairs, so it draws two sets too:
+# its test AUROC went from 0.9984 to 0.9997 (seed 0; training takes twice as long). The scaled cnn
 # (inputs above 48 px) learns local evidence slowly: on the tile product its test AUROC rose
 # from 0.90 at 1,000 steps to 0.94 at 2,000 (64×64, one seed), so it gets twice as many.
 MIN_PAIRS_PER_EPOCH = 4096
