@@ -85,6 +85,7 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
         "overkill_rate",
         "n_good",
         "n_defect",
+        "median_good_score",
     }
     assert ref["labels"]["0"] == "good" and ref["labels"]["2"] == "blocked hole"
     t = ref["training"]
@@ -199,19 +200,31 @@ def test_empty_dataset(capsys, existing_run, tmp_path):
     _untouched(existing_run)
 
 
-def test_no_defective_images(capsys, existing_run, line, tmp_path):
+def test_good_only_training_calibrates_on_good_parts(capsys, existing_run, line, tmp_path):
     only_good = tmp_path / "only_good"
-    shutil.copytree(line / "train" / "0", only_good / "0")
+    shutil.copytree(line / "train" / "0", only_good / "train" / "good")
     args = ["train", "--data", str(only_good), "--out", str(existing_run)]
-    _fails(capsys, args, "needs good (label 0) and defective", "0 defective")
+    _fails(
+        capsys, [*args, "--threshold-policy", "recall:0.99"], "no defective images", "good-quantile"
+    )
+    _fails(capsys, [*args, "--threshold-policy", "f1"], "no defective images", "good-quantile")
     _untouched(existing_run)
+    run = tmp_path / "good_only_run"
+    assert main(["train", "--data", str(only_good), "--out", str(run), *TINY]) == 0
+    ref = json.loads((run / "reference.json").read_text())
+    assert ref["threshold"]["policy"] == "good-quantile:0.995"
+    metrics = json.loads((run / "metrics.json").read_text())
+    val = metrics["validation"]["reference"]
+    assert metrics["good_only"] and set(val["per_label"]) == {"synthetic"}
+    # the threshold passes 99.5% of the good validation parts (bagged: within a part or two)
+    assert val["overkill_rate"] <= 0.03 and val["n_defect"] > 0
 
 
 def test_no_good_images(capsys, existing_run, line, tmp_path):
     only_bad = tmp_path / "only_bad"
     shutil.copytree(line / "train" / "2", only_bad / "2")
     args = ["train", "--data", str(only_bad), "--out", str(existing_run)]
-    _fails(capsys, args, "needs good (label 0) and defective", "found 0 good")
+    _fails(capsys, args, "training needs good images", "found 0 good")
     _untouched(existing_run)
 
 

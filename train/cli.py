@@ -13,7 +13,7 @@ from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import FITS
 from edge_runtime.scoring import METRICS
 from edge_runtime.verbs import Verb
-from train.fit import ARCHS, DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_N_REF
+from train.fit import ARCHS, DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_N_REF, GOOD_ONLY_POLICY
 
 
 def _quiet_tensorflow() -> None:
@@ -58,9 +58,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threshold-policy",
-        default=DEFAULT_POLICY,
+        default=None,
         help="recall:R | cost:C | f1 | youden | good-quantile:Q, any but the last optionally "
-        "followed by ,max-overkill:X (default %(default)s)",
+        f"followed by ,max-overkill:X (default {DEFAULT_POLICY}; {GOOD_ONLY_POLICY} when the "
+        "data holds no defective image)",
     )
     p.add_argument("--val-fraction", type=float, default=0.2, help="(default 0.2, stratified)")
     p.add_argument(

@@ -25,10 +25,14 @@ from edge_runtime.scoring import Metric, distances, fit_inv_cov
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 
 GOOD = "0"
+SYNTHETIC = "synthetic"  # label of synthetic anomalies in a good-only run's validation figures
 ARCHS = ("mlp", "cnn")  # train.model.ARCHS, without importing TensorFlow
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH = 128
 DEFAULT_N_REF = 30
+# A line that has collected no defect yet: the threshold is the 99.5% quantile of the good
+# validation scores — about 1 good part in 200 rejected, whatever the defects turn out to be.
+GOOD_ONLY_POLICY = "good-quantile:0.995"
 # A small line gives few pairs per epoch (every good image is an anchor once); an epoch draws
 # fresh pair sets until it has at least this many, so a 1,000-image line trains enough steps.
 # The default line's 1,930 good training images give 3,860 pairs, so it draws two sets too:
@@ -52,7 +56,8 @@ class TrainConfig:
     metric: str = "minkowski"
     p: float = 4.0
     n_ref: int | None = DEFAULT_N_REF  # None = every good training image
-    threshold_policy: str = DEFAULT_POLICY
+    # None: DEFAULT_POLICY, or GOOD_ONLY_POLICY when the data holds no defective image
+    threshold_policy: str | None = None
     val_fraction: float = 0.2
     holdout_defect: str | None = None
     exclude: str | None = None
@@ -71,7 +76,7 @@ class TrainConfig:
         if self.arch not in ARCHS:
             raise BadInput(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         Metric(self.metric, p=self.p, inv_cov=np.eye(1) if self.metric == "mahalanobis" else None)
-        policy = Policy.parse(self.threshold_policy)
+        policy = Policy.parse(self.threshold_policy or DEFAULT_POLICY)
         if self.epochs < 1:
             raise BadInput(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -250,15 +255,16 @@ def load_dataset(
             )
     n_good = int(np.sum(labels == GOOD))
     n_bad = int(np.sum((labels != GOOD) & ~holdout))
-    if n_good == 0 or n_bad == 0:
+    if n_good == 0:
         raise BadInput(
-            f"{cfg.data}: training needs good (label 0) and defective images; found {n_good} "
-            f"good and {n_bad} defective" + (" besides the held-out type" if holdout.any() else "")
+            f"{cfg.data}: training needs good images (label 0, good or ok); found {n_good} "
+            f"good and {n_bad} defective"
         )
-    if n_good < 4 or n_bad < 2:
+    if n_good < 4 or n_bad == 1:
         raise BadInput(
             f"{cfg.data}: too few images to split into training and validation "
-            f"({n_good} good, {n_bad} defective; need at least 4 and 2)"
+            f"({n_good} good, {n_bad} defective; need at least 4 good, and 0 or at least 2 "
+            "defective)"
         )
     rest = np.flatnonzero(~holdout)
     tr, va = stratified_split(labels[rest], cfg.val_fraction, rng)
@@ -332,24 +338,33 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
         loss=ContrastiveLoss(margin=1.0),
     )
     is_defect = data.is_defect
+    good_only = not is_defect.any()
     pair_rng = np.random.default_rng(seeds[0])
-    val_pairs = epoch_pairs(is_defect[data.val_idx], np.random.default_rng(seeds[1]))
+    val_rng = np.random.default_rng(seeds[1])
+    val_pairs = epoch_pairs(is_defect[data.val_idx], val_rng, synthetic_negatives=good_only)
     val_x, val_y = _pair_arrays(x, data.val_idx, val_pairs)
+    if good_only:  # the validation's "defects" are fixed synthetic anomalies of its goods
+        right = data.images[data.val_idx[val_pairs.right]]
+        val_x[1] = to_tensor(with_synthetic(right, val_pairs, None, 1.0, spec, val_rng), spec)
     history: dict[str, list[float]] = {"loss": [], "val_loss": []}
     verbose = _verbosity(cfg)
     callbacks = [_progress_bar(keras, cfg.epochs)] if verbose else []
     scaled = cfg.arch == "cnn" and cnn_plan(spec)["design"] == "scaled"
-    synthetic = synthetic_share(cfg, scaled)
+    synthetic = 1.0 if good_only else synthetic_share(cfg, scaled)
     min_pairs = MIN_PAIRS_PER_EPOCH_SCALED if scaled else MIN_PAIRS_PER_EPOCH
+    train_goods = data.images[data.train_idx[~is_defect[data.train_idx]]]
     for epoch in range(cfg.epochs):
-        pairs = epoch_pairs(is_defect[data.train_idx], pair_rng)  # fresh pairs every epoch
+        draw = lambda: epoch_pairs(  # noqa: E731 — fresh pairs every epoch
+            is_defect[data.train_idx], pair_rng, synthetic_negatives=good_only
+        )
+        pairs = draw()
         while len(pairs) < min_pairs:
-            pairs = concat_pairs(pairs, epoch_pairs(is_defect[data.train_idx], pair_rng))
+            pairs = concat_pairs(pairs, draw())
         if cfg.augment or synthetic > 0:
             left = data.images[data.train_idx[pairs.left]]
             right = data.images[data.train_idx[pairs.right]]
             if synthetic > 0:
-                right = with_synthetic(right, pairs, data, synthetic, spec, pair_rng)
+                right = with_synthetic(right, pairs, train_goods, synthetic, spec, pair_rng)
             if cfg.augment:
                 left, right = augment(left, pair_rng), augment(right, pair_rng)
             px = [to_tensor(a, spec) for a in (left, right)]
@@ -369,7 +384,23 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
         )
         for k in history:
             history[k].extend(float(v) for v in h.history[k])
-    return twin, embedding, history, val_pairs
+    return twin, embedding, history, val_pairs, val_x
+
+
+def resolve_policy(cfg: TrainConfig, policy: Policy, good_only: bool) -> Policy:
+    """The threshold policy for this data: a line with no defects yet gets GOOD_ONLY_POLICY
+    unless one was asked for; asking for one that needs defects is one clear line."""
+    if not good_only:
+        return policy
+    if cfg.threshold_policy is None:
+        return Policy.parse(GOOD_ONLY_POLICY)
+    if policy.needs_defects:
+        raise BadInput(
+            f"{cfg.data}: no defective images, so --threshold-policy {policy} cannot be "
+            f"calibrated; with good parts only use good-quantile:Q (default {GOOD_ONLY_POLICY}, "
+            "the share Q of good parts passed)"
+        )
+    return policy
 
 
 def synthetic_share(cfg: TrainConfig, scaled: bool) -> float:
@@ -388,21 +419,23 @@ SYNTHETIC_DEFAULT = 0.5
 def with_synthetic(
     right: np.ndarray,
     pairs: Pairs,
-    data: Dataset,
+    goods: np.ndarray | None,
     share: float,
     spec: InputSpec,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Replace `share` of the defective partners by a synthetic anomaly of a good image."""
+    """Replace `share` of the defective partners by a synthetic anomaly of a good image: one
+    drawn from `goods` (training), or, with goods None, the partner image itself (validation,
+    so its anomalies come from validation images only)."""
     from train.anomalies import synthesize
 
     sel = np.flatnonzero((pairs.label == DIFFERENT) & (rng.random(len(pairs)) < share))
     if sel.size == 0:
         return right
-    good = data.train_idx[~data.is_defect[data.train_idx]]
+    base = right[sel] if goods is None else goods[rng.integers(len(goods), size=sel.size)]
     out = np.array(right, copy=True)
     pad = spec.pad_value if spec.pad_mode == "constant" else -1
-    out[sel] = synthesize(data.images[rng.choice(good, sel.size)], rng, pad_value=pad)
+    out[sel] = synthesize(base, rng, pad_value=pad)
     return out
 
 
@@ -443,6 +476,8 @@ def train(cfg: TrainConfig) -> Result:
     spec, chosen_by = resolve_spec(cfg)
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # split, pairs, val pairs, reference
     data = load_dataset(cfg, spec, np.random.default_rng(seeds[0]), chosen_by)
+    good_only = not data.is_defect.any()
+    policy = resolve_policy(cfg, policy, good_only)
     if not cfg.quiet and data.fit_line:
         print(data.fit_line, flush=True)
     is_defect = data.is_defect
@@ -458,7 +493,7 @@ def train(cfg: TrainConfig) -> Result:
     x = to_tensor(data.images, spec)
 
     t0 = time.perf_counter()
-    twin, embedding, history, val_pairs = fit_twin(cfg, spec, x, data, seeds[1:3])
+    twin, embedding, history, val_pairs, val_x = fit_twin(cfg, spec, x, data, seeds[1:3])
     train_seconds = time.perf_counter() - t0
 
     # Reference vector: mean embedding of n_ref good training images (seeded choice).
@@ -476,15 +511,25 @@ def train(cfg: TrainConfig) -> Result:
     # odd validation part cannot swing it; its interval and expected rates travel with it.
     cal = calibrate(val_scores, val_labels != GOOD, policy, seed=cfg.seed)
     threshold = cal.value
-    ref_report = report(val_scores, val_labels.tolist(), threshold)
+    if good_only:  # figures against synthetic anomalies of the validation goods
+        syn = val_x[1][val_pairs.label == DIFFERENT]
+        syn_scores = distances(embed(embedding, syn), reference, metric)
+        ref_report = report(
+            np.r_[val_scores, syn_scores],
+            [*val_labels.tolist(), *[SYNTHETIC] * len(syn_scores)],
+            threshold,
+        )
+    else:
+        ref_report = report(val_scores, val_labels.tolist(), threshold)
 
     # Pair-based figures (the reference notebook's other approach): twin distance of the
     # validation pairs, good/good vs good/defect, with its own threshold by the same policy.
-    left, right = data.val_idx[val_pairs.left], data.val_idx[val_pairs.right]
+    right = data.val_idx[val_pairs.right]
     pair_scores = np.asarray(
-        twin.predict([x[left], x[right]], batch_size=512, verbose=0), dtype=np.float64
+        twin.predict(val_x, batch_size=512, verbose=0), dtype=np.float64
     ).ravel()
-    pair_labels = np.where(val_pairs.label == DIFFERENT, data.labels[right], GOOD)
+    right_labels = np.full(right.size, SYNTHETIC) if good_only else data.labels[right]
+    pair_labels = np.where(val_pairs.label == DIFFERENT, right_labels, GOOD)
     pair_threshold = choose_threshold(pair_scores, pair_labels != GOOD, policy)
     pair_report = report(pair_scores, pair_labels.tolist(), pair_threshold)
 
@@ -492,6 +537,7 @@ def train(cfg: TrainConfig) -> Result:
         "arch": cfg.arch,
         "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
         "threshold_policy": str(policy),
+        "good_only": good_only,
         "calibration": cal.to_dict(),
         "calibration_lines": cal.lines(),
         "validation": {

@@ -32,19 +32,28 @@ class Pairs:
         return int(self.left.size)
 
 
-def epoch_pairs(is_defect: np.ndarray, rng: np.random.Generator, shuffle: bool = True) -> Pairs:
+def epoch_pairs(
+    is_defect: np.ndarray,
+    rng: np.random.Generator,
+    shuffle: bool = True,
+    synthetic_negatives: bool = False,
+) -> Pairs:
     """One epoch of pairs: each good image once as anchor with a good and a defective partner.
 
     The positive partner is never the anchor itself, and each good image is used as a positive
     partner exactly once; defective partners are used about equally often. Returned in random
-    order when `shuffle`, else anchor-by-anchor (positive then negative).
+    order when `shuffle`, else anchor-by-anchor (positive then negative). With
+    `synthetic_negatives` and no defective image (a good-only line), the negative partner is a
+    good image that the caller turns into a synthetic anomaly.
     """
     y = np.asarray(is_defect, dtype=bool)
     good = np.flatnonzero(~y)
     bad = np.flatnonzero(y)
     if good.size < 2:
         raise BadInput(f"pairs need at least 2 good images, got {good.size}")
-    if bad.size < 1:
+    if bad.size < 1 and synthetic_negatives:
+        bad = good
+    elif bad.size < 1:
         raise BadInput("pairs need at least 1 defective image, got 0")
     n = good.size
     # Positive partner: walk a random cycle through the good images, so no image is paired

@@ -120,7 +120,12 @@ def summary_lines(r) -> list[str]:
     ref, pair = m["validation"]["reference"], m["validation"]["pairs"]
     lines = [
         f"trained {m['arch']} for {r.config.epochs} epochs in {m['train_seconds']:.0f} s on "
-        f"{m['n_train']} images; validation {ref['n_good']} good + {ref['n_defect']} defective",
+        f"{m['n_train']} images; validation {ref['n_good']} good + {ref['n_defect']} "
+        + (
+            "synthetic anomalies of them (good-only line: no defect collected yet)"
+            if m.get("good_only")
+            else "defective"
+        ),
         f"reference distance ({m['metric']}, n_ref {m['n_ref']}): AUROC {ref['auroc']:.4f}, "
         f"accuracy {ref['accuracy']:.2%}, escape {ref['escape_rate']:.2%}, "
         f"overkill {ref['overkill_rate']:.2%} at threshold {ref['threshold']:.4g} "
