@@ -31,7 +31,7 @@ from edge_runtime.files import write_json
 from edge_runtime.inspect_cli import add_session_arguments
 from edge_runtime.inspector import Inspector
 from edge_runtime.model import SessionOptions, load_model_dir
-from edge_runtime.preprocess import Roi, prepare
+from edge_runtime.preprocess import Roi, crop, prepare
 from edge_runtime.sources import Frame, open_source, read_image
 from edge_runtime.verbs import Verb
 
@@ -199,6 +199,21 @@ def keras_reference(run_dir: Path, patches: np.ndarray, n: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def heatmap_cost(inspector: Inspector, frames: list[np.ndarray], n: int = 20) -> dict:
+    """What an NG part's heatmap costs (edge_runtime.heatmap: one batch of occluded copies),
+    paid only for parts judged NG with --save-ng."""
+    from edge_runtime.heatmap import heat_of
+
+    model, spec = inspector.model, inspector.spec
+    times = []
+    for f in frames[:n]:
+        t0 = perf_counter_ns()
+        heat_of(inspector.patch(f), crop(f, inspector.roi).shape, spec,
+                lambda x: model.score(model.embed(x)))  # fmt: skip
+        times.append((perf_counter_ns() - t0) / 1e6)
+    return {"parts": len(times), "p50": float(np.median(times)), "max": float(np.max(times))}
+
+
 def bench(args: argparse.Namespace) -> dict:
     opts = SessionOptions(args.threads, args.spin)
     loads = []
@@ -219,6 +234,7 @@ def bench(args: argparse.Namespace) -> dict:
         "load_ms": {"median": float(np.median(loads)), "all": loads},
         "latency_us": latency(single, frames, args.parts),
         "throughput": throughput(Inspector(model, roi, max_batch=64), frames, args.batch_parts),
+        "heatmap_ms": heatmap_cost(single, frames),
     }
     with tempfile.TemporaryDirectory() as tmp:
         source = args.data
@@ -293,6 +309,12 @@ def format_result(r: dict) -> str:
         f"  throughput at batch {thr['batch']}: {thr['parts_per_s']:,.0f} parts/s "
         f"({thr['parts']} parts, end to end from decoded frames; target ≥ 20,000: {mark(ok)})"
     )
+    hm = r.get("heatmap_ms")
+    if hm:
+        lines.append(
+            f"  heatmap of an NG part (occlusion, one batch): p50 {hm['p50']:.1f} ms, max "
+            f"{hm['max']:.1f} ms over {hm['parts']} parts (only NG parts with --save-ng pay it)"
+        )
     ep = r.get("edge_process", {})
     if "peak_rss_mb" in ep:
         lines.append(

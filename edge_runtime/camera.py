@@ -59,23 +59,49 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def save_ng(
-    folder: Path, frame: Frame, roi: Roi | None, j: Judgement, threshold: float, prefix: str = ""
+    folder: Path,
+    frame: Frame,
+    roi: Roi | None,
+    j: Judgement,
+    threshold: float,
+    prefix: str = "",
+    inspector: Inspector | None = None,
 ) -> dict:
-    """Write the NG crop and the annotated full frame; a failure is returned, never raised.
+    """Write the NG crop, the annotated full frame and, given the inspector, the heatmap overlay
+    of where the part differs (edge_runtime.heatmap); a failure is returned, never raised.
     `prefix` (a station's camera name) keeps cameras sharing one review folder apart."""
     stem = f"{prefix}{frame.index:06d}_{Path(frame.name).stem}"[:120]
     crop_path, full_path = folder / f"{stem}_crop.png", folder / f"{stem}_frame.png"
+    heat_path = folder / f"{stem}_heat.png"
+    extra: dict = {}
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write_png(crop_path, to_bgr(crop(frame.image, roi)))
         _write_png(full_path, draw(frame.image, roi, j.verdict, j.score, threshold))
+        if inspector is not None:
+            extra = _save_heat(heat_path, frame.image, inspector)
     except (OSError, cv2.error) as e:
-        for p in (crop_path, full_path):  # no half-written review images
+        for p in (crop_path, full_path, heat_path):  # no half-written review images
             with suppress(OSError):
                 p.unlink(missing_ok=True)
         msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
         return {"save_error": f"{folder}: {msg.splitlines()[-1] if msg else type(e).__name__}"}
-    return {"saved_crop": str(crop_path), "saved_frame": str(full_path)}
+    return {"saved_crop": str(crop_path), "saved_frame": str(full_path), **extra}
+
+
+def _save_heat(path: Path, image: np.ndarray, inspector: Inspector) -> dict:
+    """The heatmap overlay PNG and the record's summary of it (peak in ROI pixels, area)."""
+    from edge_runtime.heatmap import heat_of, overlay
+
+    model, spec = inspector.model, inspector.spec
+    try:
+        patch = inspector.patch(image)  # the same ROI crop and fit the verdict came from
+    except BadInput as e:  # a part that cannot be judged has no heatmap; its images still count
+        return {"heat_error": str(e)}
+    judged = crop(image, inspector.roi)
+    heat = heat_of(patch, judged.shape, spec, lambda x: model.score(model.embed(x)))
+    _write_png(path, overlay(judged, heat, spec))
+    return {"saved_heat": str(path), **heat.summary()}
 
 
 def identity(cfg: RunConfig, model: EmbeddingModel, inspector: Inspector) -> RunIdentity:
@@ -226,7 +252,7 @@ class Camera:
                 j.reason = f.error
             saved = None
             if j.verdict == "NG" and cfg.save_ng is not None:
-                saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix)
+                saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix, insp)
                 self.summary.save_failures += "save_error" in saved
             rec = frame_record(f, j, insp.threshold, insp.threshold_from, saved)
             late = stamp(rec, self.part, f.index, f.name, decided_ts, decided_mono)

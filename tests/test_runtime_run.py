@@ -132,6 +132,10 @@ def test_save_ng_and_save_failure_keeps_inspecting(untrained_model_dir, frames, 
     crop = cv2.imread(recs[0]["saved_crop"], cv2.IMREAD_UNCHANGED)
     full = cv2.imread(recs[0]["saved_frame"], cv2.IMREAD_UNCHANGED)
     assert crop.shape[:2] == (78, 108) and full.shape == (240, 320, 3)
+    heat = cv2.imread(recs[0]["saved_heat"], cv2.IMREAD_UNCHANGED)  # where the part differs
+    assert "heat" in Path(recs[0]["saved_heat"]).name and heat.shape == (78, 108, 3)
+    assert 0 <= recs[0]["heat_peak_x"] < 108 and 0 <= recs[0]["heat_peak_y"] < 78
+    assert 0 < recs[0]["heat_area"] <= 1
     blocker = tmp_path / "a-file"  # a folder that cannot be made, even as root
     blocker.write_text("x")
     assert run(*base, "--save-ng", blocker / "ng", "--out", out, "--overwrite") == 0

@@ -1,0 +1,128 @@
+"""Where a rejected part differs: occlusion sensitivity of the score, computed by the edge
+runtime alone (onnxruntime, no TensorFlow), for NG parts only.
+
+Each cell of a grid over the model input is replaced in turn by a heavily blurred copy of the
+same part (so texture and brightness stay plausible and only the local detail is removed), all
+variants are embedded in one batch, and a cell's heat is how much the score *drops* when it is
+hidden: the defect is where hiding it makes the part look good. Cells overlap by half, so the
+map is smooth at half a cell's resolution. Model-agnostic — it works for any exported branch —
+and its cost is one batch of about 4·g² embeddings per NG part (g = `grid`), measured by
+`twinspect bench`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_runtime.preprocess import InputSpec, crop_window, fit, placement, to_tensor
+
+GRID = 8  # cells per side; 2·GRID−1 positions per side with half-cell steps
+
+
+@dataclass(frozen=True)
+class Heat:
+    """A heatmap over the model input and its summary for a record."""
+
+    map: np.ndarray  # float32 H×W, 0..1 (1 = the cell whose hiding lowers the score most)
+    peak_xy: tuple[int, int]  # peak in pixels of the ROI crop (the image the line judged)
+    area: float  # share of the part's pixels at ≥ half the peak heat
+    drop: float  # score drop when the peak cell is hidden, as a share of the score
+
+    def summary(self) -> dict:
+        return {
+            "heat_peak_x": self.peak_xy[0],
+            "heat_peak_y": self.peak_xy[1],
+            "heat_area": round(self.area, 4),
+            "heat_drop": round(self.drop, 4),
+        }
+
+
+def _windows(h: int, w: int, grid: int) -> list[tuple[int, int, int, int]]:
+    ch, cw = max(2, -(-h // grid)), max(2, -(-w // grid))
+    ys = sorted({min(y, h - ch) for y in range(0, h, max(1, ch // 2))})
+    xs = sorted({min(x, w - cw) for x in range(0, w, max(1, cw // 2))})
+    return [(y, x, ch, cw) for y in ys for x in xs]
+
+
+def occlusion(
+    patch: np.ndarray,
+    spec: InputSpec,
+    score,
+    grid: int = GRID,
+    content: tuple[int, int, int, int] | None = None,
+) -> tuple[np.ndarray, float, float]:
+    """(heat map over the part's content in 0..1, base score, largest drop) for one prepared
+    uint8 patch. `score` maps a float32 batch in the spec's layout to N scores.
+
+    Under `pad` the occlusion is applied to the part's content and the borders are re-made
+    from it, so a defect mirrored into a border is hidden together with its original."""
+    y0, x0, rows, cols = content or (0, 0, spec.height, spec.width)
+    content = patch[y0 : y0 + rows, x0 : x0 + cols]
+    blurred = cv2.GaussianBlur(content, (0, 0), max(1.0, min(rows, cols) / grid))
+    wins = _windows(rows, cols, grid)
+    variants = np.repeat(content[None], len(wins), axis=0)
+    for k, (y, x, ch, cw) in enumerate(wins):
+        variants[k, y : y + ch, x : x + cw] = blurred[y : y + ch, x : x + cw]
+    batch = np.stack([patch, *(fit(v, spec) for v in variants)])
+    s = np.asarray(score(to_tensor(batch, spec)), dtype=np.float64)
+    base, drops = s[0], np.maximum(s[0] - s[1:], 0.0)
+    heat = np.zeros((rows, cols), np.float64)
+    cover = np.zeros((rows, cols), np.float64)
+    for d, (y, x, ch, cw) in zip(drops, wins, strict=True):
+        heat[y : y + ch, x : x + cw] += d
+        cover[y : y + ch, x : x + cw] += 1.0
+    heat /= np.maximum(cover, 1.0)
+    top = heat.max()
+    return (heat / top if top > 0 else heat).astype(np.float32), float(base), float(drops.max())
+
+
+def to_source(x: float, y: float, src_h: int, src_w: int, spec: InputSpec) -> tuple[int, int]:
+    """A point of the model input back in pixels of the image it was fitted from."""
+    if spec.fit == "pad":
+        y0, x0, rows, cols = placement(src_h, src_w, spec)
+        sx, sy = (x - x0) * src_w / cols, (y - y0) * src_h / rows
+    elif spec.fit == "crop":
+        y0, x0, rows, cols = crop_window(src_h, src_w, spec)
+        sx, sy = x0 + x * cols / spec.width, y0 + y * rows / spec.height
+    else:
+        sx, sy = x * src_w / spec.width, y * src_h / spec.height
+    return int(np.clip(round(sx), 0, src_w - 1)), int(np.clip(round(sy), 0, src_h - 1))
+
+
+def heat_of(patch: np.ndarray, source_shape: tuple[int, ...], spec: InputSpec, score) -> Heat:
+    """The heatmap of one part and its summary in the judged image's coordinates. The map
+    covers the whole model input (zero in the pad borders) so overlays can be drawn from it."""
+    y0, x0, rows, cols = placement(*source_shape[:2], spec)
+    inner, base, drop = occlusion(patch, spec, score, content=(y0, x0, rows, cols))
+    heat = np.zeros(spec.size, np.float32)
+    heat[y0 : y0 + rows, x0 : x0 + cols] = inner
+    py, px = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    peak = to_source(px + x0 + 0.5, py + y0 + 0.5, *source_shape[:2], spec)
+    area = float(np.mean(inner >= 0.5)) if inner.max() > 0 else 0.0
+    return Heat(heat, peak, area, drop / base if base > 0 else 0.0)
+
+
+def overlay(image: np.ndarray, heat: Heat, spec: InputSpec) -> np.ndarray:
+    """The judged image (BGR) with the heat blended on in a colour map, at the image's size,
+    and the peak ringed: what a person looks at beside the crop."""
+    from edge_runtime.overlay import to_bgr
+
+    bgr = to_bgr(image)
+    h, w = bgr.shape[:2]
+    y0, x0, rows, cols = placement(h, w, spec)
+    inner = heat.map[y0 : y0 + rows, x0 : x0 + cols]
+    if spec.fit == "crop":
+        cy, cx, crows, ccols = crop_window(h, w, spec)
+        full = np.zeros((h, w), np.float32)
+        full[cy : cy + crows, cx : cx + ccols] = cv2.resize(inner, (ccols, crows))
+    else:
+        full = cv2.resize(inner, (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.uint8(np.clip(full, 0, 1) * 255), cv2.COLORMAP_JET)
+    alpha = (0.55 * np.clip(full, 0, 1))[..., None]
+    out = (bgr * (1 - alpha) + colour * alpha).astype(np.uint8)
+    r = max(3, round(0.06 * min(h, w)))
+    cv2.circle(out, heat.peak_xy, r, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
