@@ -128,12 +128,16 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
     else:
         raise BadInput(f"expected a gray or BGR image, got an array of shape {image.shape}")
-    if gray.dtype != np.uint8:
-        if gray.dtype == np.uint16:
-            gray = (gray >> 8).astype(np.uint8)
-        else:
-            raise BadInput(f"expected 8-bit pixels, got {gray.dtype}")
-    return gray
+    return _as_uint8(gray)
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit pixels: 16-bit ones keep their high byte; anything else is refused."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    raise BadInput(f"expected 8-bit pixels, got {image.dtype}")
 
 
 def crop(image: np.ndarray, roi: Roi | None) -> np.ndarray:
@@ -158,12 +162,7 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
         bgr = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     else:
         raise BadInput(f"expected a gray or BGR image, got an array of shape {image.shape}")
-    if bgr.dtype != np.uint8:
-        if bgr.dtype == np.uint16:
-            bgr = (bgr >> 8).astype(np.uint8)
-        else:
-            raise BadInput(f"expected 8-bit pixels, got {bgr.dtype}")
-    return bgr
+    return _as_uint8(bgr)
 
 
 def is_color(image: np.ndarray) -> bool:
