@@ -12,7 +12,9 @@ import numpy as np
 
 from edge_runtime.errors import BadInput
 
-METRICS = ("minkowski", "chebyshev", "cityblock", "euclidean", "mahalanobis")
+METRICS = ("minkowski", "chebyshev", "cityblock", "euclidean", "mahalanobis", "knn")
+KNN_BANK = 512  # good embeddings kept for knn (a greedy coreset of the good training parts)
+KNN_K = 3
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class Metric:
     name: str = "minkowski"
     p: float = 4.0  # Minkowski order; the reference notebook used 4
     inv_cov: np.ndarray | None = None  # Mahalanobis only: inverse (shrunk) covariance, D×D
+    # knn only: M×D embeddings of good parts; the score is the mean Euclidean distance to the
+    # k nearest of them — a part near *some* good part is good, which a mean vector cannot say
+    # when good parts vary in several ways (lighting, grain direction, …)
+    bank: np.ndarray | None = None
+    k: int = KNN_K
 
     def __post_init__(self) -> None:
         if self.name not in METRICS:
@@ -30,6 +37,8 @@ class Metric:
             raise BadInput(f"Minkowski p must be a finite number ≥ 1, got {self.p}")
         if self.name == "mahalanobis" and self.inv_cov is None:
             raise BadInput("the mahalanobis metric needs an inverse covariance matrix")
+        if self.name == "knn" and (self.bank is None or not 1 <= self.k <= len(self.bank)):
+            raise BadInput("the knn metric needs a bank of good embeddings and 1 ≤ k ≤ its size")
 
     def to_dict(self) -> dict:
         d: dict = {"name": self.name}
@@ -37,11 +46,17 @@ class Metric:
             d["p"] = float(self.p)
         if self.name == "mahalanobis":
             d["inv_cov"] = np.asarray(self.inv_cov, dtype=float).tolist()
+        if self.name == "knn":
+            d["k"] = int(self.k)
+            d["bank"] = np.asarray(self.bank, dtype=float).round(6).tolist()
         return d
 
 
 def distances(embeddings: np.ndarray, reference: np.ndarray, metric: Metric) -> np.ndarray:
-    """Scores (float64, one per row) of N×D embeddings against a D-vector reference."""
+    """Scores (float64, one per row) of N×D embeddings against a D-vector reference (knn: its
+    bank of good embeddings instead)."""
+    if metric.name == "knn":
+        return knn_distances(embeddings, np.asarray(metric.bank, dtype=np.float64), metric.k)
     diff = np.atleast_2d(np.asarray(embeddings, dtype=np.float64)) - np.asarray(
         reference, dtype=np.float64
     )
@@ -62,6 +77,29 @@ def distances(embeddings: np.ndarray, reference: np.ndarray, metric: Metric) -> 
     # mahalanobis: sqrt(dᵀ VI d); clip tiny negatives from rounding before the root
     q = np.einsum("ij,jk,ik->i", diff, np.asarray(metric.inv_cov, dtype=np.float64), diff)
     return np.sqrt(np.maximum(q, 0.0))
+
+
+def knn_distances(embeddings: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """Mean Euclidean distance of each row to its k nearest rows of the bank."""
+    x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    d2 = (x * x).sum(1)[:, None] - 2.0 * x @ bank.T + (bank * bank).sum(1)[None, :]
+    near = np.partition(np.maximum(d2, 0.0), k - 1, axis=1)[:, :k]
+    return np.sqrt(near).mean(axis=1)
+
+
+def coreset(embeddings: np.ndarray, m: int = KNN_BANK, seed: int = 0) -> np.ndarray:
+    """Up to m rows chosen greedily so every row is near a chosen one (k-center): keeps the
+    rare kinds of good part that a random sample would drop, at a bounded cost per part."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if len(x) <= m:
+        return x.copy()
+    chosen = [int(np.random.default_rng(seed).integers(len(x)))]
+    far = ((x - x[chosen[0]]) ** 2).sum(1)
+    for _ in range(m - 1):
+        i = int(np.argmax(far))
+        chosen.append(i)
+        far = np.minimum(far, ((x - x[i]) ** 2).sum(1))
+    return x[np.sort(chosen)]
 
 
 def fit_inv_cov(good_embeddings: np.ndarray) -> tuple[np.ndarray, float]:

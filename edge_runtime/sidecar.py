@@ -155,7 +155,11 @@ class Sidecar:
                 f"but output.dim is {dim}"
             )
         metric_name = r.get("metric.name", str)
-        inv_cov = None
+        inv_cov = bank = None
+        if metric_name == "knn":
+            bank = r.floats("metric.bank")
+            if bank.ndim != 2 or bank.shape[1] != dim:
+                raise BadModel(f"{where}: field 'metric.bank' is {bank.shape}, needs M×{dim}")
         if metric_name == "mahalanobis":
             inv_cov = r.floats("metric.inv_cov")
             if inv_cov.shape != (dim, dim):
@@ -167,6 +171,8 @@ class Sidecar:
                 metric_name,
                 p=r.get("metric.p", float) if metric_name == "minkowski" else 4.0,
                 inv_cov=inv_cov,
+                bank=bank,
+                k=r.get("metric.k", int) if metric_name == "knn" else 3,
             )
         except BadInput as e:
             raise BadModel(f"{where}: field 'metric': {e}") from None

@@ -356,3 +356,15 @@ def test_exclude_listing_exactly_the_unreadable_files_is_accepted(tmp_path, line
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "r"), exclude=str(listed))
     ds = load_dataset(cfg, input_spec("cnn"), np.random.default_rng(0))
     assert ds.excluded == 1 and ds.labels.size == 300
+
+
+def test_knn_metric_trains_exports_and_judges(line, tmp_path):
+    from edge_runtime.model import load_model_dir
+    from export.build import export_run
+
+    run = tmp_path / "knn"
+    assert main(["train", "--data", str(line), "--out", str(run), *TINY, "--metric", "knn"]) == 0
+    export_run(run, tmp_path / "model", log=lambda *_: None)
+    model = load_model_dir(tmp_path / "model")
+    assert model.sidecar.metric.name == "knn" and model.sidecar.metric.bank.shape[1] == 128
+    assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(line)]) == 0

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import distance
 
 from edge_runtime.calibration import Policy, choose_threshold
-from edge_runtime.errors import BadInput
+from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.scoring import Metric, distances, fit_inv_cov
 
 RNG = np.random.default_rng(42)
@@ -73,3 +73,33 @@ def test_threshold_policies_by_hand(policy, expected):
 def test_unknown_policy_is_bad_input():
     with pytest.raises(BadInput, match="unknown threshold policy"):
         Policy.parse("precision:0.9")
+
+
+def test_knn_is_the_mean_distance_to_the_nearest_good_parts_by_hand():
+    from edge_runtime.scoring import coreset, knn_distances
+
+    bank = np.array([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])
+    m = Metric("knn", bank=bank, k=2)
+    # (1, 0): nearest 1.0 (origin) and √20 (3, 4) → mean (1 + 4.4721) / 2
+    assert np.allclose(distances(np.array([[1.0, 0.0]]), np.zeros(2), m), (1 + 20**0.5) / 2)
+    assert np.allclose(knn_distances(bank, bank, 1), 0.0)
+    # a coreset keeps the far-out good part a random half could drop
+    x = np.r_[np.zeros((50, 2)), [[100.0, 100.0]]]
+    assert [100.0, 100.0] in coreset(x, m=2).tolist()
+    with pytest.raises(BadInput, match="knn metric needs a bank"):
+        Metric("knn", bank=bank, k=4)
+
+
+def test_knn_metric_round_trips_through_the_sidecar(untrained_model_dir):
+    import json
+
+    from edge_runtime.sidecar import Sidecar
+
+    d = json.loads((untrained_model_dir / "model.json").read_text())
+    bank = np.random.default_rng(0).normal(size=(7, d["output"]["dim"]))
+    d["metric"] = Metric("knn", bank=bank, k=3).to_dict()
+    back = Sidecar.from_dict(d).metric
+    assert back.name == "knn" and back.k == 3 and np.allclose(back.bank, bank, atol=1e-6)
+    d["metric"]["bank"] = d["metric"]["bank"][0]  # a vector, not M×D
+    with pytest.raises(BadModel, match=r"metric\.bank"):
+        Sidecar.from_dict(d)

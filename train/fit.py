@@ -21,7 +21,7 @@ from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
 from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
-from edge_runtime.scoring import Metric, distances, fit_inv_cov
+from edge_runtime.scoring import KNN_K, Metric, coreset, distances, fit_inv_cov
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 
 GOOD = "0"
@@ -75,7 +75,13 @@ class TrainConfig:
         """Refuse bad settings before any data is read or TensorFlow imported."""
         if self.arch not in ARCHS:
             raise BadInput(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        Metric(self.metric, p=self.p, inv_cov=np.eye(1) if self.metric == "mahalanobis" else None)
+        Metric(
+            self.metric,
+            p=self.p,
+            inv_cov=np.eye(1) if self.metric == "mahalanobis" else None,
+            bank=np.zeros((1, 1)) if self.metric == "knn" else None,
+            k=1,
+        )
         policy = Policy.parse(self.threshold_policy or DEFAULT_POLICY)
         if self.epochs < 1:
             raise BadInput(f"--epochs must be at least 1, got {self.epochs}")
@@ -502,7 +508,8 @@ def train(cfg: TrainConfig) -> Result:
     ref_emb = embed(embedding, x[ref_idx])
     reference = ref_emb.mean(axis=0)
     inv_cov = fit_inv_cov(ref_emb)[0] if cfg.metric == "mahalanobis" else None
-    metric = Metric(cfg.metric, p=cfg.p, inv_cov=inv_cov)
+    bank = coreset(embed(embedding, x[good_train]), seed=cfg.seed) if cfg.metric == "knn" else None
+    metric = Metric(cfg.metric, p=cfg.p, inv_cov=inv_cov, bank=bank, k=min(KNN_K, len(good_train)))
 
     # Embedding-based figures on validation.
     val_labels = data.labels[data.val_idx]
