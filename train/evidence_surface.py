@@ -6,7 +6,8 @@ stability across seeds; and the speed at the tile's auto input size against a 26
 
 Writes (or replaces) the section between the markers below in BENCHMARKS.md, and the figures as
 JSON in results/benchmarks-surface.json. Generates its own data and trains its own models
-(about 10 min a seed on 2 cores).
+(15–20 min a seed on a shared 2-core box); an interrupted run is resumed from the seeds whose
+model and evaluation are already in --work.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ def run_twinspect(data: Path, work: Path, seed: int, extra: list[str], name: str
     run, model = work / f"run-{name}", work / f"model-{name}"
     ev = work / f"eval-{name}.json"
     t0 = time.perf_counter()
-    twinspect("train", "--data", str(data), "--out", str(run), "--seed", str(seed), "--quiet",
-              *extra)  # fmt: skip
-    seconds = time.perf_counter() - t0
-    twinspect("export", "--run", str(run), "--out", str(model))
-    twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
-              "--json", str(ev))  # fmt: skip
+    if ev.is_file() and (model / "model.json").is_file():  # done by an earlier, interrupted run
+        _log(f"  {name}: reusing {model} and {ev}")
+    else:
+        twinspect("train", "--data", str(data), "--out", str(run), "--seed", str(seed),
+                  "--quiet", *extra)  # fmt: skip
+        twinspect("export", "--run", str(run), "--out", str(model))
+        twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
+                  "--json", str(ev))  # fmt: skip
+    seconds = json.loads((run / "metrics.json").read_text()).get("train_seconds", 0.0)
     e = json.loads(ev.read_text())
     side = json.loads((model / "model.json").read_text())
     cal = side["threshold"].get("calibration", {})
@@ -54,6 +58,7 @@ def run_twinspect(data: Path, work: Path, seed: int, extra: list[str], name: str
         "seed": seed,
         "input": f"{side['input']['height']}×{side['input']['width']}",
         "train_seconds": round(seconds, 1),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
         "auroc": e["auroc"],
         "accuracy": e["accuracy"],
         "escape_rate": e["escape_rate"],
