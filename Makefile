@@ -11,19 +11,28 @@ MODEL  := models/default
 
 install: $(STAMP)
 
-# System packages the tests need: Mosquitto, the MQTT broker tests/test_sinks.py starts on a free
-# localhost port (Debian's package; run as root, as CI does, or prefix with sudo).
+# System packages the tests need (Debian's; run as root, as CI does, or prefix with sudo):
+# Mosquitto, the MQTT broker tests/test_sinks.py starts on a free localhost port, and Chromium
+# with its chromedriver, the real headless browser tests/test_serve.py drives the station page
+# with (selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver: nothing downloads a
+# browser).
+DEB_DEPS := mosquitto chromium chromium-driver
+
 deps:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
-	  echo "deps: mosquitto is installed"; \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: $(DEB_DEPS) are installed"; \
 	else \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,line]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,line,page]'
 	touch $(STAMP)
 
 test: $(STAMP)
