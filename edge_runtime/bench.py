@@ -252,7 +252,9 @@ def bench(args: argparse.Namespace) -> dict:
     if args.with_page:
         from edge_runtime.page.bench_page import page_cost
 
-        result["page"] = page_cost(args.model, single, frames, args.parts, latency)
+        result["page"] = page_cost(
+            args.model, single, frames, args.parts, latency, args.page_seconds
+        )
     return result
 
 
@@ -379,6 +381,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         help="also time parts with the station page served in-process and a client pulling its "
         "MJPEG stream and events (the 'page' extra): p50/p99 with and without, same run",
     )
+    p.add_argument(
+        "--page-seconds", type=float, default=5.0, metavar="S",
+        help="--with-page: time each of the two loops about this long (default 5)",
+    )  # fmt: skip
     add_session_arguments(p)
 
 

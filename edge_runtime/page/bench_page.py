@@ -66,9 +66,16 @@ class _Client:
             t.join(timeout=6)
 
 
-def page_cost(model_dir: Path, inspector: Inspector, frames: list, parts: int, latency) -> dict:
+def page_cost(
+    model_dir: Path,
+    inspector: Inspector,
+    frames: list,
+    parts: int,
+    latency,
+    seconds: float = SECONDS,
+) -> dict:
     """Total p50/p99 (µs) without and with a page client (see the module doc), each over at
-    least `parts` parts and about SECONDS, so the client sees tens of frames and events."""
+    least `parts` parts and about `seconds`, so the client sees tens of frames and events."""
     from edge_runtime.page.app import STREAM_FPS, create_app
     from edge_runtime.page.server import PageServer
     from edge_runtime.page.state import PageState
@@ -77,7 +84,7 @@ def page_cost(model_dir: Path, inspector: Inspector, frames: list, parts: int, l
 
     probe = latency(inspector, frames, 500)
     # long enough for the client to see tens of frames and several events, either way
-    parts = min(MAX_PARTS, max(parts, int(SECONDS * 1e6 / max(probe["total"]["mean"], 1.0))))
+    parts = min(MAX_PARTS, max(parts, int(seconds * 1e6 / max(probe["total"]["mean"], 1.0))))
     without = latency(inspector, frames, parts)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(model_dir=model_dir, source="bench", out=Path(tmp) / "bench.jsonl",

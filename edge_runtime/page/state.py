@@ -193,14 +193,21 @@ class PageState:
     # ---------------------------------------------------------------- changing
     def set_threshold(self, body: dict, client: str) -> dict:
         m = self.model_for(_camera(body))
-        entry = m.versions.set_threshold(body.get("threshold"), body.get("reason"),
-                                         _who(body), client)  # fmt: skip
-        m.holder.set(entry["new"], f"sidecar v{entry['version']}")  # the next frame on
-        return {**_public(entry), "cameras": m.cameras, "pinned": m.pinned}
+        args = (body.get("threshold"), body.get("reason"), _who(body), client)
+        return self._signed(m, m.versions.set_threshold, args)
 
     def rollback(self, body: dict, client: str) -> dict:
         m = self.model_for(_camera(body))
-        entry = m.versions.rollback(body.get("version"), body.get("reason"), _who(body), client)
+        args = (body.get("version"), body.get("reason"), _who(body), client)
+        return self._signed(m, m.versions.rollback, args)
+
+    def _signed(self, m: ModelPage, change, args: tuple) -> dict:
+        """Write the new version (refusals change nothing), then hand its threshold to the
+        cameras: a batch already being judged keeps the old one, the next frame has the new."""
+        try:
+            entry = change(*args)
+        except OSError as e:
+            raise BadInput(f"{m.dir}: cannot write the new version ({e.strerror or e})") from None
         m.holder.set(entry["new"], f"sidecar v{entry['version']}")
         return {**_public(entry), "cameras": m.cameras, "pinned": m.pinned}
 

@@ -113,7 +113,7 @@ function renderCounts(counts) {
   }
 }
 
-const PALETTE = ["#3e6ab3", "#8e44ad", "#16a085", "#d35400"];
+const VERDICT_COLOR = { OK: "#2e9d3a", NG: "#d8383a", NOVEL: "#e0a000", ERROR: "#e0a000" };
 function renderTrend(trend, threshold) {
   const cv = $("#trend"), g = cv.getContext("2d");
   const W = cv.width, H = cv.height, L = 50, B = 20;
@@ -130,11 +130,18 @@ function renderTrend(trend, threshold) {
     g.beginPath(); g.moveTo(L, y(s)); g.lineTo(W - 10, y(s)); g.stroke();
     g.fillText(s.toPrecision(3), 4, y(s) + 4);
   }
-  Object.entries(trend).forEach(([name, ps], i) => {
-    g.fillStyle = PALETTE[i % PALETTE.length];
-    for (const p of ps) { g.fillRect(x(p[0]) - 2, y(p[1]) - 2, 4, 4); }
+  Object.values(trend).forEach((ps, i) => {
+    for (const p of ps) {   // colour: the verdict; shape: the camera (square, circle, …)
+      g.fillStyle = VERDICT_COLOR[p[3]] || "#555";
+      if (i % 2) { g.beginPath(); g.arc(x(p[0]), y(p[1]), 2.5, 0, 2 * Math.PI); g.fill(); }
+      else g.fillRect(x(p[0]) - 2, y(p[1]) - 2, 4, 4);
+    }
     g.strokeStyle = "#d8383a"; g.setLineDash([5, 3]); g.beginPath();   // the threshold each part met
-    ps.forEach((p, k) => (k ? g.lineTo(x(p[0]), y(p[2])) : g.moveTo(x(p[0]), y(p[2]))));
+    ps.forEach((p, k) => {   // a step: a threshold holds until the part that met the next
+      if (!k) return g.moveTo(x(p[0]), y(p[2]));
+      g.lineTo(x(p[0]), y(ps[k - 1][2]));
+      g.lineTo(x(p[0]), y(p[2]));
+    });
     g.stroke(); g.setLineDash([]);
   });
   if (threshold !== undefined) {   // the threshold in force now
