@@ -108,6 +108,10 @@ edge-check: $(MODEL)/model.json
 	  --metrics-port 0 2>$(EDGE)/metrics.err; rc=$$?; \
 	  if [ $$rc -ne 2 ] || ! grep -q "'line' extra" $(EDGE)/metrics.err; then \
 	    echo "edge-check: --metrics-port without the line extra exited $$rc, expected 2 naming it"; exit 1; fi
+	@$(EDGE)/bin/twinspect serve --model $(MODEL) --source $(DATA)/recording \
+	  --out $(EDGE)/serve.jsonl --port 0 2>$(EDGE)/serve.err; rc=$$?; \
+	  if [ $$rc -ne 2 ] || ! grep -q "'page' extra" $(EDGE)/serve.err; then \
+	    echo "edge-check: serve without the page extra exited $$rc, expected 2 naming it"; exit 1; fi
 	$(EDGE)/bin/twinspect eval --model $(MODEL) --data $(DATA)/recording
 	@$(EDGE)/bin/twinspect train --data $(DATA) --out $(EDGE)/run; rc=$$?; \
 	  if [ $$rc -ne 2 ]; then echo "edge-check: train without TensorFlow exited $$rc, expected 2"; exit 1; fi
