@@ -704,3 +704,16 @@ def test_bench_reports_latency_with_and_without_a_page_client(untrained_model_di
     for side in ("with", "without"):
         assert 0 < page[side]["p50"] <= page[side]["p99"]
     assert page["jpeg_frames"] > 0 and page["events"] > 0 and page["parts"] >= 200
+
+
+def test_the_page_never_imports_the_training_stack():
+    """Everything `serve` and `bench --with-page` import stays on the edge side."""
+    child = (
+        "import sys\n"
+        "import edge_runtime.page.app, edge_runtime.page.server, edge_runtime.page.cli\n"
+        "import edge_runtime.page.bench_page, edge_runtime.page.state\n"
+        "bad = ('tensorflow', 'keras', 'tf2onnx', 'train', 'export')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(bad)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=REPO)
+    assert proc.stdout.strip() == "[]", proc.stderr
