@@ -11,19 +11,28 @@ MODEL  := models/default
 
 install: $(STAMP)
 
-# System packages the tests need: Mosquitto, the MQTT broker tests/test_sinks.py starts on a free
-# localhost port (Debian's package; run as root, as CI does, or prefix with sudo).
+# System packages the tests need (Debian's; run as root, as CI does, or prefix with sudo):
+# Mosquitto, the MQTT broker tests/test_sinks.py starts on a free localhost port, and Chromium
+# with its chromedriver, the real headless browser tests/test_serve.py drives the station page
+# with (selenium is pointed at /usr/bin/chromium and /usr/bin/chromedriver: nothing downloads a
+# browser).
+DEB_DEPS := mosquitto chromium chromium-driver
+
 deps:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
-	  echo "deps: mosquitto is installed"; \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: $(DEB_DEPS) are installed"; \
 	else \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,line]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,line,page]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -99,6 +108,10 @@ edge-check: $(MODEL)/model.json
 	  --metrics-port 0 2>$(EDGE)/metrics.err; rc=$$?; \
 	  if [ $$rc -ne 2 ] || ! grep -q "'line' extra" $(EDGE)/metrics.err; then \
 	    echo "edge-check: --metrics-port without the line extra exited $$rc, expected 2 naming it"; exit 1; fi
+	@$(EDGE)/bin/twinspect serve --model $(MODEL) --source $(DATA)/recording \
+	  --out $(EDGE)/serve.jsonl --port 0 2>$(EDGE)/serve.err; rc=$$?; \
+	  if [ $$rc -ne 2 ] || ! grep -q "'page' extra" $(EDGE)/serve.err; then \
+	    echo "edge-check: serve without the page extra exited $$rc, expected 2 naming it"; exit 1; fi
 	$(EDGE)/bin/twinspect eval --model $(MODEL) --data $(DATA)/recording
 	@$(EDGE)/bin/twinspect train --data $(DATA) --out $(EDGE)/run; rc=$$?; \
 	  if [ $$rc -ne 2 ]; then echo "edge-check: train without TensorFlow exited $$rc, expected 2"; exit 1; fi

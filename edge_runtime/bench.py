@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter_ns
 
@@ -29,7 +30,7 @@ from edge_runtime.datasets import IMAGE_EXTS
 from edge_runtime.errors import BadInput
 from edge_runtime.files import write_json
 from edge_runtime.inspect_cli import add_session_arguments
-from edge_runtime.inspector import Inspector
+from edge_runtime.inspector import Inspector, Judgement
 from edge_runtime.model import SessionOptions, load_model_dir
 from edge_runtime.preprocess import Roi, crop, prepare
 from edge_runtime.sources import Frame, open_source, read_image
@@ -86,14 +87,23 @@ def load_frames(
     return frames, roi, desc
 
 
-def latency(inspector: Inspector, frames: list[np.ndarray], parts: int, warmup: int = 300) -> dict:
-    """Per-stage latency at batch 1 from decoded frames, over `parts` parts."""
+def latency(
+    inspector: Inspector,
+    frames: list[np.ndarray],
+    parts: int,
+    warmup: int = 300,
+    after: Callable[[np.ndarray, Judgement], None] | None = None,
+) -> dict:
+    """Per-stage latency at batch 1 from decoded frames, over `parts` parts. `after` is called
+    with each frame and its judgement, outside the timed stages (--with-page: the live view)."""
     for i in range(warmup):
         inspector.inspect(frames[i % len(frames)])
     stages = np.empty((parts, 4), dtype=np.float64)
     errors = 0
     for i in range(parts):
         j = inspector.inspect(frames[i % len(frames)])
+        if after is not None:
+            after(frames[i % len(frames)], j)
         errors += j.verdict == "ERROR"
         stages[i] = (j.pre_ns, j.embed_ns, j.score_ns, j.total_ns)
     stages /= 1000.0
@@ -255,6 +265,12 @@ def bench(args: argparse.Namespace) -> dict:
         result["tuning"] = tune(args.model, frames, roi)
     if args.compare is not None:
         result["compare"] = compare(args.compare, opts, frames, roi, args.parts, result)
+    if args.with_page:
+        from edge_runtime.page.bench_page import page_cost
+
+        result["page"] = page_cost(
+            args.model, single, frames, args.parts, latency, args.page_seconds
+        )
     return result
 
 
@@ -343,6 +359,14 @@ def format_result(r: dict) -> str:
             f"{ct['p50']:.1f} µs, p99 {ct['p99']:.1f} µs → this model costs "
             f"{c['ratio_p50']:.2f}× per part"
         )
+    pg = r.get("page")
+    if pg is not None:
+        w, wo = pg["with"], pg["without"]
+        lines.append(
+            f"  with a page client connected ({pg['client']}; {pg['jpeg_frames']} JPEG frames, "
+            f"{pg['events']} events received): total p50/p99 {w['p50']:.1f}/{w['p99']:.1f} µs "
+            f"vs {wo['p50']:.1f}/{wo['p99']:.1f} µs without, same run, {pg['parts']} parts each"
+        )
     for row in r.get("tuning", []):
         lines.append(
             f"  tune threads={row['threads']} spin={'on ' if row['spin'] else 'off'}: embed "
@@ -373,12 +397,26 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="MODEL_DIR",
         help="also time this model on the same frames and report the ratio of p50s",
     )
+    p.add_argument(
+        "--with-page",
+        action="store_true",
+        help="also time parts with the station page served in-process and a client pulling its "
+        "MJPEG stream and events (the 'page' extra): p50/p99 with and without, same run",
+    )
+    p.add_argument(
+        "--page-seconds", type=float, default=5.0, metavar="S",
+        help="--with-page: time each of the two loops about this long (default 5)",
+    )  # fmt: skip
     add_session_arguments(p)
 
 
 def _bench(args: argparse.Namespace) -> int:
     if args.parts < 100 or args.batch_parts < 64:
         raise BadInput("--parts must be ≥ 100 and --batch-parts ≥ 64 for meaningful percentiles")
+    if args.with_page:
+        from edge_runtime.page.cli import require_page
+
+        require_page("bench --with-page")
     t0 = time.monotonic()
     result = bench(args)
     result["bench_seconds"] = time.monotonic() - t0
@@ -396,5 +434,6 @@ VERB = Verb(
     epilog="""examples:
   twinspect bench --model models/default --data data/line/recording --json bench.json
   twinspect bench --model models/default --data data/line/recording --run runs/default
-  twinspect bench --model models/default --tune""",
+  twinspect bench --model models/default --tune
+  twinspect bench --model models/default --data data/line/recording --with-page""",
 )

@@ -218,6 +218,10 @@ class Camera:
         self.metrics = None  # a metrics.CameraMetrics while /metrics is served
         self.sinks: list = []  # opened by sinks_hook.sinks_for
         self.sink_errors = 0
+        # The station page (edge_runtime/page): a threshold holder read once per batch (hot
+        # swap from the next frame), and watchers called with (frame, record, roi) per record.
+        self.threshold_holder = None
+        self.watchers: list = []
         self._check_whole_frame = inspector.roi is None
 
     # ------------------------------------------------------------------ opening
@@ -234,6 +238,8 @@ class Camera:
     def judge(self, frames: list[Frame], stop=None) -> None:
         """Judge frames (one batch), then record each: the loop's only per-frame work."""
         insp, cfg = self.inspector, self.cfg
+        if self.threshold_holder is not None:  # the page may have signed off a new one
+            insp.threshold, insp.threshold_from = self.threshold_holder.get()
         if self._check_whole_frame:  # once, on the first decoded frame
             first = next((f.image for f in frames if f.image is not None), None)
             if first is not None:
@@ -263,6 +269,8 @@ class Camera:
             if self.metrics is not None:
                 self.metrics.frame(rec, j)
             self._submit(rec)
+            for watch in self.watchers:
+                watch(f, rec, insp.roi)
             if self.window and f.image is not None:
                 cv2.imshow(
                     self.window,

@@ -14,7 +14,7 @@ from edge_runtime import __version__
 from edge_runtime.errors import EXIT_BAD_INPUT, TwinspectError
 from edge_runtime.verbs import Verb
 
-ORDER = ("generate", "train", "audit", "export", "run", "eval", "bench")
+ORDER = ("generate", "train", "audit", "export", "run", "serve", "eval", "bench")
 
 
 def _verb_entry_points() -> dict[str, object]:

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,8 +201,16 @@ def _load_models(st: Station) -> dict[Path, EmbeddingModel]:
     return models
 
 
-def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
+def run_station(
+    st: Station,
+    log: IO[str] | None = None,
+    stop: _Stop | None = None,
+    on_open: Callable[[list[Camera]], None] | None = None,
+) -> dict[str, Summary]:
     """Run every camera of the station until all have ended or a signal; print each summary.
+
+    `stop` and `on_open` are for a caller running the station in a thread (the station page):
+    its own stop flag, and a call with the opened cameras before the first frame is judged.
 
     Raises BadInput/BadModel (exit 2) before any results file is written; after the run, the
     error of a camera that failed (exit 2 for one that never opened, 1 for one lost beyond its
@@ -237,6 +246,8 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
             server = serve(cams, st.metrics_host, st.metrics_port)
         for cam in cams:
             cam.open_output()
+        if on_open is not None:
+            on_open(cams)
     except BaseException:
         for cam in cams:
             with suppress(TwinspectError):  # the error that stopped the start is the one to say
@@ -245,7 +256,7 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
             server.close()
         raise
     log = log or (sys.stderr if any(c.cfg.out is None for c in cams) else sys.stdout)
-    stop = _Stop()
+    stop = stop if stop is not None else _Stop()
     t0 = time.monotonic()
     failures: list[tuple[Camera, BaseException]] = []
     try:
