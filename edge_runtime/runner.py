@@ -90,7 +90,10 @@ class RunConfig:
     deadline_ms: float | None = None  # capture → decision; None: no deadline
     fail_safe: str = "NG"  # the verdict of a part decided late: NG | ERROR | OK
     stale_after_s: float = 5.0  # /healthz: a camera without a frame this long is stale
-    sinks: tuple[str, ...] = ()  # mqtt://…, modbus://…, opcua://… (edge_runtime.sinks)
+    sinks: tuple[str, ...] = ()  # mqtt://…, modbus://…, opcua://…, http(s):// (sinks_hook)
+    mqtt: str | None = None  # --mqtt mqtt://HOST:PORT/PREFIX: one more sink URL
+    modbus: str | None = None  # --modbus HOST:PORT → modbus://HOST:PORT
+    opcua_port: int | None = None  # --opcua-port N (a single run; a station's is Station's)
     metrics_port: int | None = None  # serve /metrics and /healthz (a single run; see station)
     metrics_host: str = "127.0.0.1"
 
@@ -153,9 +156,10 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     Raises BadModel/BadInput (exit 2) before opening the source, RunFailed (exit 1) when a live
     source stays down beyond --max-reconnects (after recording the outage and the summary).
     """
-    from edge_runtime.sinks_hook import sinks_for
+    from edge_runtime.sinks_hook import check_sinks, open_sinks
 
     check_config(cfg)
+    check_sinks(cfg)
     if cfg.metrics_port is not None:
         from edge_runtime.metrics import require_prometheus
 
@@ -166,7 +170,7 @@ def run(cfg: RunConfig, log: IO[str] | None = None) -> Summary:
     cam = open_camera(cfg, model)
     server = None
     try:
-        cam.sinks = sinks_for(cfg)
+        (cam.sinks,) = open_sinks([cfg])
         if cfg.metrics_port is not None:
             from edge_runtime.metrics import serve
 

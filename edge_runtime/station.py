@@ -54,6 +54,7 @@ class Station:
     spin: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    opcua_port: int | None = None  # one OPC UA server for every camera (sinks_hook)
     path: str = ""  # the station file, for messages
     notes: list[str] = field(default_factory=list)
 
@@ -207,10 +208,11 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
     error of a camera that failed (exit 2 for one that never opened, 1 for one lost beyond its
     reconnects; the larger when several failed), or the write error that stopped the station.
     """
-    from edge_runtime.sinks_hook import sinks_for
+    from edge_runtime.sinks_hook import check_sinks, open_sinks
 
     for cfg in st.cameras:
         check_config(cfg)
+        check_sinks(cfg, st.opcua_port)
     if st.metrics_port is not None:
         from edge_runtime.metrics import require_prometheus
 
@@ -229,8 +231,9 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
                 where = f"{st.path}: {cfg.camera}" if st.path else cfg.camera
                 e.args = (f"{where}: {e}",)  # which station file and camera, first
                 raise
-        for cam in cams:
-            cam.sinks = sinks_for(cam.cfg)
+        opened = open_sinks([cam.cfg for cam in cams], st.opcua_port)
+        for cam, sinks in zip(cams, opened, strict=True):
+            cam.sinks = sinks
         if st.metrics_port is not None:
             from edge_runtime.metrics import serve
 

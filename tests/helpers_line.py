@@ -8,6 +8,7 @@ fixtures built on these are in conftest.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from edge_runtime.linesim import (
     scrape,
 )
 from edge_runtime.linesim import http_get as get
+from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
 
 __all__ = [
     "MOSQUITTO",
@@ -42,12 +45,15 @@ __all__ = [
     "MjpegCamera",
     "Plc",
     "Subscriber",
+    "Webhook",
+    "expected_registers",
     "first_arrivals",
     "frames_of",
     "free_port",
     "get",
     "listening",
     "metrics_url",
+    "read_opcua",
     "records",
     "scrape",
     "wait_for",
@@ -120,3 +126,78 @@ class Child:
     @property
     def stderr(self) -> str:
         return "".join(self.err)
+
+
+def expected_registers(seq: int, rec: dict) -> list[int]:
+    """Modbus registers +0…+5 of a part, computed by hand from its record (the register map in
+    edge_runtime/sinks/modbus.py's docstring), for the part the sink sent as `seq`."""
+    pid, score = rec["part_id"], rec["score"]
+    s = NO_SCORE if score is None else round(score * 10000)
+    code = {"OK": 1, "NG": 2, "ERROR": 3}[rec["verdict"]]
+    return [pid >> 16, pid & 0xFFFF, s >> 16, s & 0xFFFF, code, sequence_value(seq)]
+
+
+OPCUA_NODES = (
+    "LastVerdict",
+    "LastPartId",
+    "LastScore",
+    "CountOK",
+    "CountNG",
+    "CountERROR",
+    "CountLate",
+    "Status",
+)
+
+
+async def _read_nodes(url: str, camera: str, security: str | None = None) -> dict:
+    from asyncua import Client
+
+    client = Client(url)
+    if security:
+        client.application_uri = "urn:twinspect:test:client"
+        await client.set_security_string(security)
+    async with client:
+        ns = await client.get_namespace_index("urn:twinspect:station")
+        return {
+            n: await client.get_node(f"ns={ns};s={camera}.{n}").read_value() for n in OPCUA_NODES
+        }
+
+
+def read_opcua(url: str, camera: str = "cam1", security: str | None = None) -> dict:
+    """What a SCADA client reads of one camera: asyncua's real client, by the documented node
+    ids (`ns=<urn:twinspect:station>;s=<camera>.<Name>`)."""
+    return asyncio.run(_read_nodes(url, camera, security))
+
+
+class Webhook:
+    """An HTTP endpoint on 127.0.0.1 collecting the verdicts POSTed to it (JSON bodies), after
+    answering 503 to the first `refusals` requests; with `token`, any other bearer is a 401."""
+
+    def __init__(self, refusals: int = 0, token: str | None = None) -> None:
+        self.got: list[dict] = []
+        left = [refusals]
+        got = self.got
+
+        class Endpoint(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if left[0] > 0:  # a server that is briefly unavailable
+                    left[0] -= 1
+                    self.send_response(503)
+                elif token and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.send_response(401)
+                else:
+                    got.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/verdicts"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

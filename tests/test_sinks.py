@@ -8,7 +8,6 @@ except under CI, where they fail.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -16,18 +15,26 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers_line import REPO, Subscriber, first_arrivals, free_port, wait_for
+from helpers_line import (
+    REPO,
+    Subscriber,
+    Webhook,
+    expected_registers,
+    first_arrivals,
+    free_port,
+    wait_for,
+)
+from helpers_line import read_opcua as read
 
 from edge_runtime.errors import BadInput
 from edge_runtime.inspector import Judgement
 from edge_runtime.records import frame_record
 from edge_runtime.sinks import SCHEMAS, open_sink
-from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
+from edge_runtime.sinks.modbus import sequence_value
 from edge_runtime.sinks.queue import DurableQueue
 from edge_runtime.sources import Frame
 
@@ -299,14 +306,6 @@ def test_mqtt_records_of_a_killed_station_are_delivered_after_its_restart(broker
 
 
 # ------------------------------------------------------------------------------------ Modbus
-def expected_registers(seq: int, rec: dict) -> list[int]:
-    """The register map, computed by hand from the record (module docstring of modbus.py)."""
-    pid, score = rec["part_id"], rec["score"]
-    s = NO_SCORE if score is None else round(score * 10000)
-    code = {"OK": 1, "NG": 2, "ERROR": 3}[rec["verdict"]]
-    return [pid >> 16, pid & 0xFFFF, s >> 16, s & 0xFFFF, code, sequence_value(seq)]
-
-
 def test_modbus_registers_follow_the_map_and_the_sequence_is_written_last(plc, tmp_path):
     records = [part(i, part_id=70_000 * i) for i in range(12)]
     records[3]["score"] = 123.45678  # 1234568 needs the high word
@@ -388,35 +387,6 @@ def test_modbus_handshake_lets_a_slow_plc_see_every_part(plc, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ OPC UA
-NODES = (
-    "LastVerdict",
-    "LastPartId",
-    "LastScore",
-    "CountOK",
-    "CountNG",
-    "CountERROR",
-    "CountLate",
-    "Status",
-)
-
-
-async def read_nodes(url: str, camera: str, security: str | None = None) -> dict:
-    """What a SCADA client reads: asyncua's real client, by the documented node ids."""
-    from asyncua import Client
-
-    client = Client(url)
-    if security:
-        client.application_uri = "urn:twinspect:test:client"
-        await client.set_security_string(security)
-    async with client:
-        ns = await client.get_namespace_index("urn:twinspect:station")
-        return {n: await client.get_node(f"ns={ns};s={camera}.{n}").read_value() for n in NODES}
-
-
-def read(url: str, camera: str = "cam1", security: str | None = None) -> dict:
-    return asyncio.run(read_nodes(url, camera, security))
-
-
 def test_opcua_client_reads_the_latest_state_and_counters(tmp_path):
     port = free_port()
     sink = open_sink(f"opcua://127.0.0.1:{port}?cameras=cam1,cam2")
@@ -497,29 +467,11 @@ def test_opcua_secured_endpoint_needs_a_trusted_client_certificate(tmp_path):
 
 # ----------------------------------------------------------------------------------- webhook
 def test_webhook_posts_every_verdict_in_order_through_refusals(tmp_path):
-    got: list[dict] = []
-    refusals = [2]
-
-    class Endpoint(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if refusals[0] > 0:  # a server that is briefly unavailable
-                refusals[0] -= 1
-                self.send_response(503)
-            else:
-                assert self.headers["Authorization"] == "Bearer s3cret"
-                got.append(json.loads(body))
-                self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = Webhook(refusals=2, token="s3cret")  # briefly unavailable, then 2xx
+    got = endpoint.got
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    url = f"http://127.0.0.1:{server.server_port}/verdicts?line=1"
+    url = endpoint.url + "?line=1"
     sink = open_sink({"url": url, "token_file": str(token)}, queue_dir=tmp_path / "q")
     try:
         for i in range(30):
@@ -528,8 +480,7 @@ def test_webhook_posts_every_verdict_in_order_through_refusals(tmp_path):
         st = sink.stats()
     finally:
         sink.close()
-        server.shutdown()
-        server.server_close()
+        endpoint.close()
     assert [p["seq"] for p in got] == list(range(1, 31))
     for p in got:
         jsonschema.validate(p, VERDICT_SCHEMA)
