@@ -106,6 +106,61 @@ def scrape(base: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+def sink_series(m: dict, name: str, kind: str) -> dict[str, float]:
+    """camera → value of one sink metric (`twinspect_sink_connected`, …) from a scrape, for each
+    camera's sink whose label (its target URL) starts with `kind` (mqtt, modbus, http, opc.tcp)."""
+    out = {}
+    for (sample, labels), value in m.items():
+        lab = dict(labels)
+        if sample == name and lab.get("sink", "").startswith(kind):
+            out[lab["camera"]] = value
+    return out
+
+
+def queues_drained(base: str, kinds: tuple[str, ...]) -> bool:
+    """Whether every queued sink of these kinds is connected with nothing left in its queue."""
+    m = scrape(base)
+    for kind in kinds:
+        depth = sink_series(m, "twinspect_sink_queue_depth", kind)
+        up = sink_series(m, "twinspect_sink_connected", kind)
+        if not depth or set(depth.values()) != {0.0} or set(up.values()) != {1.0}:
+            return False
+    return True
+
+
+OPCUA_NODES = (
+    "LastVerdict",
+    "LastPartId",
+    "LastScore",
+    "CountOK",
+    "CountNG",
+    "CountERROR",
+    "CountLate",
+    "Status",
+)
+
+
+async def _read_nodes(url: str, camera: str, security: str | None = None) -> dict:
+    from asyncua import Client
+
+    client = Client(url)
+    if security:
+        client.application_uri = "urn:twinspect:test:client"
+        await client.set_security_string(security)
+    async with client:
+        ns = await client.get_namespace_index("urn:twinspect:station")
+        return {
+            n: await client.get_node(f"ns={ns};s={camera}.{n}").read_value() for n in OPCUA_NODES
+        }
+
+
+def read_opcua(url: str, camera: str = "cam1", security: str | None = None) -> dict:
+    """What a SCADA client reads of one camera: asyncua's real client, by the documented node
+    ids (`ns=<urn:twinspect:station>;s=<camera>.<Name>`). `security`: asyncua's security string
+    (policy,mode,cert,key) for a secured endpoint."""
+    return asyncio.run(_read_nodes(url, camera, security))
+
+
 # ----------------------------------------------------------------------------- broker
 class Broker:
     """A real Mosquitto on a free localhost port, with persistence so a subscriber's session

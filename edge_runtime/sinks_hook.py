@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
@@ -173,12 +174,15 @@ def _with_cameras(url: str, cameras: list[str]) -> str:
     return parts._replace(query=query).geturl()
 
 
-def _queue_dir(out: Path) -> Path:
+def _queue_dir(out: Path, made: list[Path]) -> Path:
     """OUT.sinks/, created like any new folder (0777 & ~umask), so other users of the line PC
-    can read the backlog exactly as far as the umask lets them read the results."""
+    can read the backlog exactly as far as the umask lets them read the results. A folder made
+    here is added to `made`, to be removed again if opening the sinks fails."""
     path = queue_dir_for(out)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(parents=True)
+            made.append(path)
     except OSError as e:
         why = e.strerror or e
         raise BadInput(f"{path}: cannot create the sinks' queue folder ({why})") from None
@@ -198,6 +202,7 @@ def open_sinks(cfgs: list[RunConfig], opcua_port: int | None = None) -> list[lis
     urls = [sink_urls(cfg, opcua_port) for cfg in cfgs]
     per_camera: list[list[Any]] = [[] for _ in cfgs]
     opened: list[Any] = []
+    made: list[Path] = []
     try:
         shared: dict[str, list[int]] = {}
         for i, cam_urls in enumerate(urls):
@@ -215,7 +220,7 @@ def open_sinks(cfgs: list[RunConfig], opcua_port: int | None = None) -> list[lis
             queued = [u for u in cam_urls if scheme(u) not in STATE_SCHEMES]
             if not queued:
                 continue
-            folder = _queue_dir(cfg.out)
+            folder = _queue_dir(cfg.out, made)
             for url in queued:
                 sink = open_sink(url, queue_dir=folder, camera=cfg.camera)
                 opened.append(sink)
@@ -224,6 +229,8 @@ def open_sinks(cfgs: list[RunConfig], opcua_port: int | None = None) -> list[lis
         for sink in reversed(opened):
             with suppress(Exception):  # closing on the way out of a failure: the first error wins
                 sink.close(1.0)
+        for folder in made:  # made by this call, so it holds only empty queues: no leftovers
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return per_camera
 

@@ -8,7 +8,6 @@ fixtures built on these are in conftest.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -32,7 +31,10 @@ from edge_runtime.linesim import (
     free_port,
     listening,
     metrics_url,
+    queues_drained,
+    read_opcua,
     scrape,
+    sink_series,
 )
 from edge_runtime.linesim import http_get as get
 from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
@@ -53,9 +55,11 @@ __all__ = [
     "get",
     "listening",
     "metrics_url",
+    "queues_drained",
     "read_opcua",
     "records",
     "scrape",
+    "sink_series",
     "wait_for",
     "write_station",
 ]
@@ -135,38 +139,6 @@ def expected_registers(seq: int, rec: dict) -> list[int]:
     s = NO_SCORE if score is None else round(score * 10000)
     code = {"OK": 1, "NG": 2, "ERROR": 3}[rec["verdict"]]
     return [pid >> 16, pid & 0xFFFF, s >> 16, s & 0xFFFF, code, sequence_value(seq)]
-
-
-OPCUA_NODES = (
-    "LastVerdict",
-    "LastPartId",
-    "LastScore",
-    "CountOK",
-    "CountNG",
-    "CountERROR",
-    "CountLate",
-    "Status",
-)
-
-
-async def _read_nodes(url: str, camera: str, security: str | None = None) -> dict:
-    from asyncua import Client
-
-    client = Client(url)
-    if security:
-        client.application_uri = "urn:twinspect:test:client"
-        await client.set_security_string(security)
-    async with client:
-        ns = await client.get_namespace_index("urn:twinspect:station")
-        return {
-            n: await client.get_node(f"ns={ns};s={camera}.{n}").read_value() for n in OPCUA_NODES
-        }
-
-
-def read_opcua(url: str, camera: str = "cam1", security: str | None = None) -> dict:
-    """What a SCADA client reads of one camera: asyncua's real client, by the documented node
-    ids (`ns=<urn:twinspect:station>;s=<camera>.<Name>`)."""
-    return asyncio.run(_read_nodes(url, camera, security))
 
 
 class Webhook:

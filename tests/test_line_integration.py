@@ -40,8 +40,10 @@ from helpers_line import (
     free_port,
     get,
     metrics_url,
+    queues_drained,
     read_opcua,
     scrape,
+    sink_series,
     wait_for,
     write_station,
 )
@@ -73,16 +75,6 @@ def camera(line) -> Iterator[MjpegCamera]:
 
 
 # ----------------------------------------------------------------------------- reading it
-def sink_series(m: dict, name: str, kind: str) -> dict[str, float]:
-    """camera → value of one sink metric for the camera's sink of `kind` (URL scheme)."""
-    out = {}
-    for (sample, labels), value in m.items():
-        lab = dict(labels)
-        if sample == name and lab["sink"].startswith(kind):
-            out[lab["camera"]] = value
-    return out
-
-
 def frames_judged(base: str) -> dict[str, float]:
     m = scrape(base)
     return {c: m.get(("twinspect_frames_total", (("camera", c),)), 0.0) for c in CAMERAS}
@@ -105,17 +97,6 @@ def outage(base: str, kind: str, proc, cameras=CAMERAS) -> None:
         lambda: all(n >= before[c] + MORE for c, n in frames_judged(base).items() if c in cameras),
         proc,
     )
-
-
-def settled(base: str, kinds: tuple[str, ...]) -> bool:
-    """Every queued sink connected, with nothing left in its queue."""
-    m = scrape(base)
-    for kind in kinds:
-        depth = sink_series(m, "twinspect_sink_queue_depth", kind)
-        up = sink_series(m, "twinspect_sink_connected", kind)
-        if not depth or set(depth.values()) != {0.0} or set(up.values()) != {1.0}:
-            return False
-    return True
 
 
 def opcua_counts(recs: list[dict]) -> dict[str, int]:
@@ -215,7 +196,7 @@ modbus = "{plc.address(2)}"
             lambda: "live" in json.loads(get(base + "/healthz")[1])["stale"],
             proc,
         )
-        wait_for("every queue drained", lambda: settled(base, ("mqtt", "modbus")), proc)
+        wait_for("every queue drained", lambda: queues_drained(base, ("mqtt", "modbus")), proc)
         results = {c: frames_of(tmp_path / "results" / f"{c}.jsonl") for c in CAMERAS}
         url = f"opc.tcp://127.0.0.1:{opcua}/"
         for c in CAMERAS:
@@ -282,7 +263,8 @@ def test_a_single_run_sends_each_verdict_through_the_shorthands_and_opcua_counts
             lambda: json.loads(get(base + "/healthz")[1])["stale"] == ["press9"],
             proc,
         )
-        wait_for("every queue drained", lambda: settled(base, ("mqtt", "modbus", "http")), proc)
+        kinds = ("mqtt", "modbus", "http")
+        wait_for("every queue drained", lambda: queues_drained(base, kinds), proc)
         recs = frames_of(out)
         want = opcua_counts(recs)
         url = f"opc.tcp://127.0.0.1:{opcua}/"
@@ -355,3 +337,19 @@ def test_a_sink_typo_in_a_station_file_is_one_line_naming_the_key(
     assert len(err) == 1 and str(path) in err[0], err
     assert where in err[0] and what in err[0], err[0]
     assert not list(tmp_path.glob("c*.jsonl*"))  # nothing created
+
+
+def test_a_misspelt_sink_option_is_one_line_and_leaves_no_queue_folder(
+    tmp_path, untrained_model_dir, line, capsys
+):
+    """An option the sink does not know is refused by name when the sinks open — after the
+    sinks opened before it are closed and the queue folder made for them removed — and before
+    any record is written."""
+    out = tmp_path / "r.jsonl"
+    argv = ["run", "--model", str(untrained_model_dir), "--source", str(line / "recording")]
+    argv += ["--out", str(out), "--mqtt", f"mqtt://127.0.0.1:{free_port()}/line"]
+    assert main([*argv, "--modbus", f"127.0.0.1:{free_port()}?devce_id=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown option(s) devce_id" in err[0], err
+    assert not out.with_name(out.name + QUEUE_SUFFIX).exists()
+    assert not out.exists() or out.read_text() == ""
