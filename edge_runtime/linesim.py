@@ -158,6 +158,9 @@ def read_opcua(url: str, camera: str = "cam1", security: str | None = None) -> d
     """What a SCADA client reads of one camera: asyncua's real client, by the documented node
     ids (`ns=<urn:twinspect:station>;s=<camera>.<Name>`). `security`: asyncua's security string
     (policy,mode,cert,key) for a secured endpoint."""
+    from edge_runtime.sinks.base import quiet
+
+    quiet("asyncua")  # its client warns about session timeouts on every connect
     return asyncio.run(_read_nodes(url, camera, security))
 
 
