@@ -84,6 +84,30 @@ def test_queue_full_drops_the_oldest_and_counts_them(tmp_path):
     assert [e.record["frame"] for e in r.peek(10)] == [0, 1, 2, 3, 4]
 
 
+def test_queue_log_is_folded_back_by_the_sender_thread_not_by_put(tmp_path, monkeypatch):
+    """sqlite's own checkpoint (a disk flush) would run inside whichever commit crosses ~1,000
+    log pages — the inspection loop's put. The queue turns it off and the sender thread folds
+    the log back instead; past WAL_LIMIT it also cuts the log (0 here: at once)."""
+    from edge_runtime.sinks import queue as queue_module
+    from edge_runtime.sinks.queue import Forwarder
+
+    monkeypatch.setattr(queue_module, "WAL_LIMIT", 0)
+    monkeypatch.setattr(queue_module, "CHECKPOINT_S", 0.0)
+    q = DurableQueue(tmp_path / "q.sqlite")
+    assert q._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    for i in range(20):
+        q.put(part(i))
+    wal = tmp_path / "q.sqlite-wal"
+    assert wal.stat().st_size > 0 and q.checkpoints == 0  # put never folds the log back
+    sender = Forwarder(q, len, "test")
+    sender.start()
+    wait_for("the sender to fold the log back and cut it", lambda: q.depth == 0 and q.checkpoints)
+    wait_for("the log cut", lambda: wal.stat().st_size == 0)
+    sender.stop(1.0)
+    q.close()
+    assert DurableQueue(tmp_path / "q.sqlite").delivered == 20
+
+
 def test_queue_has_one_sender(tmp_path):
     q = DurableQueue(tmp_path / "q.sqlite")
     with pytest.raises(BadInput, match="in use by another process"):
