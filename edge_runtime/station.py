@@ -38,7 +38,14 @@ from edge_runtime.camera import Camera, open_camera
 from edge_runtime.errors import TwinspectError
 from edge_runtime.model import EmbeddingModel, SessionOptions, load_model_dir
 from edge_runtime.records import ResultsWriteError
-from edge_runtime.runner import RunConfig, _check_gui, _signals, _Stop, check_config
+from edge_runtime.runner import (
+    RunConfig,
+    _check_gui,
+    _frozen_heap,
+    _signals,
+    _Stop,
+    check_config,
+)
 from edge_runtime.sources import READ_TIMEOUT_S, Frame, Outage
 from edge_runtime.summary import Summary
 
@@ -252,7 +259,7 @@ def run_station(st: Station, log: IO[str] | None = None) -> dict[str, Summary]:
     t0 = time.monotonic()
     failures: list[tuple[Camera, BaseException]] = []
     try:
-        with _signals(stop):
+        with _signals(stop), _frozen_heap():
             failures = _schedule(cams, stop)
     except ResultsWriteError:
         stop.reason = stop.reason or "a failed write to the results"
