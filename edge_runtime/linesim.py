@@ -358,6 +358,19 @@ class MjpegCamera:
         import cv2
 
         self.jpegs = [cv2.imencode(".jpg", cv2.imread(str(p)))[1].tobytes() for p in frames]
+        self._init(interval_s)
+
+    @classmethod
+    def from_images(cls, images: list[Any], interval_s: float = 0.02) -> MjpegCamera:
+        """A camera streaming these images (numpy arrays, as OpenCV takes them)."""
+        import cv2
+
+        cam = cls.__new__(cls)
+        cam.jpegs = [cv2.imencode(".jpg", im)[1].tobytes() for im in images]
+        cam._init(interval_s)
+        return cam
+
+    def _init(self, interval_s: float) -> None:
         if not self.jpegs:
             raise ValueError("MjpegCamera needs at least one frame")
         self.interval_s = interval_s

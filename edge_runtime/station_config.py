@@ -335,8 +335,8 @@ def _modbus_block(url: str) -> tuple[tuple, range, range] | None:
         return None
     q = dict(parse_qsl(parts.query))
     try:
-        device, hr, coil = (int(q.get(k, d)) for k, d in (("device_id", 1), ("hr_base", 0),
-                                                           ("coil_base", 0)))  # fmt: skip
+        device = int(q.get("device_id", 1))
+        hr, coil = int(q.get("hr_base", 0)), int(q.get("coil_base", 0))
         plc = (parts.hostname, parts.port or 502, device)
     except ValueError:
         return None

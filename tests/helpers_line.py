@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +34,7 @@ from edge_runtime.linesim import (
     read_opcua,
     scrape,
     sink_series,
+    wait_until,
 )
 from edge_runtime.linesim import http_get as get
 from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
@@ -70,16 +70,17 @@ REPO = Path(__file__).resolve().parents[1]
 def wait_for(what: str, cond: Callable[[], object], proc=None, timeout: float = 60.0):
     """Poll until cond() is truthy and return it (a bounded wait for a condition, never an
     assertion about how long it took); fail early if the child process `proc` died."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def check() -> object:
         got = cond()
-        if got:
-            return got
-        if proc is not None and proc.poll() is not None:
+        if not got and proc is not None and proc.poll() is not None:
             pytest.fail(f"the run ended ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g} s: {what}")
-        time.sleep(0.02)
+        return got
+
+    try:
+        return wait_until(check, what, timeout)
+    except TimeoutError:
+        pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 def records(path: Path) -> list[dict]:

@@ -353,3 +353,45 @@ def test_a_misspelt_sink_option_is_one_line_and_leaves_no_queue_folder(
     assert len(err) == 1 and "unknown option(s) devce_id" in err[0], err
     assert not out.with_name(out.name + QUEUE_SUFFIX).exists()
     assert not out.exists() or out.read_text() == ""
+
+
+def test_the_shorthands_follow_the_station_precedence(tmp_path, untrained_model_dir):
+    """mqtt and modbus are camera keys (the camera's own > the command line > [defaults]) that
+    add to `sinks`; opcua_port is station-wide (the command line > the file)."""
+    from edge_runtime.sinks_hook import sink_urls
+    from edge_runtime.station_config import load_station
+
+    path = write_station(
+        tmp_path,
+        f"""
+opcua_port = 4841
+[defaults]
+model = "{untrained_model_dir}"
+mqtt = "mqtt://broker.local:1883/line"
+[[cameras]]
+name = "a"
+source = "{tmp_path}"
+out = "a.jsonl"
+sinks = ["http://mes.local/verdicts"]
+modbus = "plc.local:502?hr_base=8&coil_base=3"
+[[cameras]]
+name = "b"
+source = "{tmp_path}"
+out = "b.jsonl"
+mqtt = "mqtts://other.local/line"
+""",
+    )
+    st = load_station(path)
+    a, b = st.cameras
+    assert st.opcua_port == 4841
+    assert sink_urls(a, st.opcua_port) == [
+        "http://mes.local/verdicts",
+        "mqtt://broker.local:1883/line",
+        "modbus://plc.local:502?hr_base=8&coil_base=3",
+        "opcua://127.0.0.1:4841",
+    ]
+    assert sink_urls(b) == ["mqtts://other.local/line"]
+    st = load_station(path, {"mqtt": "mqtt://cli.local/x", "opcua_port": 4999})
+    a, b = st.cameras
+    assert (a.mqtt, st.opcua_port) == ("mqtt://cli.local/x", 4999)  # over [defaults], the file
+    assert b.mqtt == "mqtts://other.local/line"  # a camera's own key wins
