@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -319,14 +320,20 @@ def _compare(fig: Figures, work: Path, names: list[str], plant, plc) -> None:
     fig.max_ms = max(latencies) if latencies else math.nan
 
 
+def _jsonl_frames(work: Path, name: str) -> list[dict]:
+    path = work / "results" / f"{name}.jsonl"
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["event"] == "frame"]
+
+
+def _all_at_subscriber(work: Path, names: list[str], plant) -> bool:
+    return all(len(plant.verdicts(n)) >= len(_jsonl_frames(work, n)) for n in names)
+
+
 def _opcua_match(work: Path, names: list[str], port: int) -> bool:
     from edge_runtime.linesim import read_opcua
 
     for name in names:
-        recs = [
-            json.loads(s) for s in (work / "results" / f"{name}.jsonl").read_text().splitlines()
-        ]
-        recs = [r for r in recs if r.get("event") == "frame"]
+        recs = _jsonl_frames(work, name)
         n = Counter(r["verdict"] for r in recs)
         want = {"CountOK": n["OK"], "CountNG": n["NG"], "CountERROR": n["ERROR"]}
         want["CountLate"] = sum(r.get("late") is True for r in recs)
@@ -423,6 +430,10 @@ def soak(args: argparse.Namespace) -> Figures:
             DRAIN_S,
         )
         fig.opcua_match = _opcua_match(work, names, opcua) if alive() else None
+        # The broker PUBACKs the station before it forwards a verdict to the subscriber: give
+        # the last ones a moment to arrive (bounded; what never arrives is counted as lost).
+        with suppress(TimeoutError):
+            wait_until(lambda: _all_at_subscriber(work, names, plant), "the subscriber", 30)
     except (RuntimeError, TimeoutError) as e:
         tail = " | ".join(err_lines()[-5:])
         raise RuntimeError(f"{e} (station stderr, last lines: {tail})") from None

@@ -198,6 +198,9 @@ modbus = "{plc.address(2)}"
         )
         wait_for("every queue drained", lambda: queues_drained(base, ("mqtt", "modbus")), proc)
         results = {c: frames_of(tmp_path / "results" / f"{c}.jsonl") for c in CAMERAS}
+        for c in CAMERAS:  # the broker PUBACKs the station before it forwards to the plant
+            n = len(results[c])
+            wait_for(f"all of {c} at the subscriber", lambda c=c, n=n: len(plant.verdicts(c)) >= n)
         url = f"opc.tcp://127.0.0.1:{opcua}/"
         for c in CAMERAS:
             want = opcua_counts(results[c])
@@ -266,6 +269,8 @@ def test_a_single_run_sends_each_verdict_through_the_shorthands_and_opcua_counts
         kinds = ("mqtt", "modbus", "http")
         wait_for("every queue drained", lambda: queues_drained(base, kinds), proc)
         recs = frames_of(out)
+        n = len(recs)  # the broker PUBACKs the station before it forwards to the plant
+        wait_for("every verdict at the subscriber", lambda: len(plant.verdicts("press9")) >= n)
         want = opcua_counts(recs)
         url = f"opc.tcp://127.0.0.1:{opcua}/"
         wait_for(

@@ -501,6 +501,8 @@ def test_webhook_posts_every_verdict_in_order_through_refusals(tmp_path):
         for i in range(30):
             sink.submit(part(i))
         wait_for("30 POSTs", lambda: len(got) >= 30)
+        # The endpoint has the 30th before its 204 reaches the sink, which then acknowledges.
+        wait_for("30 acknowledged", lambda: sink.stats()["delivered"] == 30)
         st = sink.stats()
     finally:
         sink.close()
