@@ -7,7 +7,7 @@ DATA   := data/line
 RUN    := runs/default
 MODEL  := models/default
 
-.PHONY: deps install demo test lint format generate train export replay eval bench bench-surface bench-runtime edge-check clean
+.PHONY: deps install demo test lint format generate train export replay eval bench bench-surface bench-runtime soak edge-check clean
 
 install: $(STAMP)
 
@@ -91,6 +91,15 @@ bench: $(STAMP)
 # the "Real-surface product" section of BENCHMARKS.md (about an hour on 2 cores).
 bench-surface: $(STAMP)
 	$(BIN)/python -m train.evidence_surface --out BENCHMARKS.md
+
+# The line under faults, a benchmark (not part of `make test`): a station of live MJPEG cameras
+# sending every verdict to a local Mosquitto and a pymodbus PLC while the broker is killed, the
+# PLC stopped and a camera unplugged, in turn; prints parts judged, records lost (must be 0),
+# late verdicts, capture → decision p50/p99 and RSS, and writes the soak section of
+# BENCHMARKS.md. Needs mosquitto (`make deps`). About 6 minutes with the defaults.
+SOAK_ARGS ?= --cameras 3 --minutes 5
+soak: $(MODEL)/model.json
+	$(BIN)/python -m edge_runtime.soak --model $(MODEL) $(SOAK_ARGS) --markdown BENCHMARKS.md
 
 demo: replay eval
 	@echo "demo done: data $(DATA), run $(RUN) (report + plots), model $(MODEL), results in results/"

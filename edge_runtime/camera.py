@@ -39,6 +39,7 @@ from edge_runtime.records import (
     recorded_frames,
     write_state,
 )
+from edge_runtime.sinks_hook import sink_label
 from edge_runtime.sources import Frame, ImageFiles, Outage, Reconnect, Source, open_source
 from edge_runtime.summary import Summary
 
@@ -216,7 +217,7 @@ class Camera:
         self.summary = Summary(threshold=inspector.threshold)
         self.status = CameraStatus(self.name, cfg.stale_after_s)
         self.metrics = None  # a metrics.CameraMetrics while /metrics is served
-        self.sinks: list = []  # opened by sinks_hook.sinks_for
+        self.sinks: list = []  # opened by sinks_hook.open_sinks
         self.sink_errors = 0
         # The station page (edge_runtime/page): a threshold holder read once per batch (hot
         # swap from the next frame), and watchers called with (frame, record, roi) per record.
@@ -300,7 +301,8 @@ class Camera:
                 if self.sink_errors == 1:
                     msg = f"{type(e).__name__}: {e}".strip()
                     print(
-                        f"twinspect run: {self.label}warning: sink {sink!r} refused a record "
+                        f"twinspect run: {self.label}warning: sink {sink_label(sink)} refused a "
+                        "record "
                         f"({msg}); records still go to the results file",
                         file=sys.stderr,
                         flush=True,

@@ -60,13 +60,26 @@ def _port(text: str) -> int:
     return v
 
 
-def _sink_url(text: str) -> str:
-    from edge_runtime.sinks_hook import check_sink_url
+def _checked(check_name: str):
+    """An argparse type from a sinks_hook check (imported only when the option is given)."""
 
-    try:
-        return check_sink_url(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    def parse(text: str) -> str:
+        from edge_runtime import sinks_hook
+
+        try:
+            return getattr(sinks_hook, check_name)(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = check_name  # argparse names the type in its messages
+    return parse
+
+
+def _opcua_port(text: str) -> int:
+    v = _port(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be 1–65535: OPC UA clients need to know the port")
+    return v
 
 
 def add_session_arguments(p: argparse.ArgumentParser, given_only: bool = False) -> None:
@@ -187,9 +200,24 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         help="the verdict of a part decided after --deadline-ms (default NG: reject)",
     )  # fmt: skip
     p.add_argument(
-        "--sink", action="append", type=_sink_url, metavar="URL",
-        help="also send each record to mqtt://host:1883/prefix, modbus://host:502 or "
-        "opcua://host:4840 (repeatable; needs the sinks package of the 'line' extra)",
+        "--sink", action="append", type=_checked("check_sink_url"), metavar="URL",
+        help="also send each verdict to mqtt://host:1883/prefix, modbus://plc:502, "
+        "opcua://host:4840 or an http(s):// webhook (repeatable; the 'line' extra). Queued "
+        "sinks keep undelivered verdicts in OUT.sinks/ beside --out, which they need",
+    )  # fmt: skip
+    p.add_argument(
+        "--mqtt", type=_checked("mqtt_url"), metavar="mqtt://HOST:PORT/PREFIX",
+        help="shorthand for --sink: each verdict on PREFIX/<camera>/verdict (QoS 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--modbus", type=_checked("modbus_url"), metavar="HOST:PORT",
+        help="shorthand for --sink modbus://HOST:PORT: each verdict into the PLC's registers "
+        "(options may follow, e.g. plc:502?device_id=3&hr_base=8)",
+    )  # fmt: skip
+    p.add_argument(
+        "--opcua-port", type=_opcua_port, metavar="N",
+        help="serve every camera's latest state on an OPC UA server at opc.tcp://127.0.0.1:N "
+        "(another address: --sink opcua://ADDR:N)",
     )  # fmt: skip
     p.add_argument(
         "--metrics-port", type=_port, metavar="N",
@@ -233,6 +261,9 @@ RUN_OPTIONS = {
     "fail_safe": "fail_safe",
     "stale_after": "stale_after_s",
     "sink": "sinks",
+    "mqtt": "mqtt",
+    "modbus": "modbus",
+    "opcua_port": "opcua_port",
     "threads": "threads",
     "spin": "spin",
     "metrics_port": "metrics_port",
@@ -301,6 +332,8 @@ RUN = Verb(
   twinspect run --model models/default --source 0 --out shift.jsonl --resume
   twinspect run --model models/default --source http://cam1/stream.mjpg --open-timeout 10 \\
       --fsync every --deadline-ms 150 --metrics-port 9108 --out shift.jsonl
+  twinspect run --model models/default --source 0 --out shift.jsonl \
+      --mqtt mqtt://broker:1883/line1 --modbus plc:502 --opcua-port 4840
   twinspect run --config station.toml                   # several cameras, one process
   twinspect run --config station.toml --max-frames 100  # every camera without its own max_frames
 

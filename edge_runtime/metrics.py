@@ -23,10 +23,9 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from edge_runtime.errors import BadInput, MissingExtra
-from edge_runtime.sinks_hook import sink_stats
+from edge_runtime.sinks_hook import sink_label, sink_stats
 
 if TYPE_CHECKING:
     from edge_runtime.camera import Camera
@@ -60,13 +59,6 @@ def drift_scale(sidecar) -> tuple[float, str]:
             if isinstance(v, int | float) and v > 0:
                 return float(v), "median_good"
     return float(th.value), "threshold"
-
-
-def _safe_url(url: str) -> str:
-    """A sink URL for a label: without user:password, which must not end up in Prometheus."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    return f"{p.scheme}://{host}{f':{p.port}' if p.port else ''}{p.path}"
 
 
 class CameraMetrics:
@@ -181,12 +173,24 @@ class _StateCollector:
         )
         depth = GaugeMetricFamily(
             "twinspect_sink_queue_depth",
-            "Records waiting in a sink's queue",
+            "Records waiting in a sink's durable queue (OUT.sinks/) for the peer",
             labels=["camera", "sink"],
         )
         dropped = CounterMetricFamily(
             "twinspect_sink_dropped",
-            "Records a sink dropped (queue full or undeliverable)",
+            "Records a sink dropped because its queue was full (max_records), for the life of "
+            "the queue file",
+            labels=["camera", "sink"],
+        )
+        delivered = CounterMetricFamily(
+            "twinspect_sink_delivered",
+            "Records the peer acknowledged (MQTT PUBACK, Modbus response, HTTP 2xx), for the "
+            "life of the queue file",
+            labels=["camera", "sink"],
+        )
+        connected = GaugeMetricFamily(
+            "twinspect_sink_connected",
+            "1 while the sink reaches its peer (an OPC UA sink: while its server runs), else 0",
             labels=["camera", "sink"],
         )
         for cam in self.cameras:
@@ -198,13 +202,16 @@ class _StateCollector:
             if value is not None:
                 drift.add_metric([cam.name, m.scale_from], value)
             for sink in cam.sinks:
-                q, d = sink_stats(sink)
-                label = _safe_url(getattr(sink, "url", "") or repr(sink))
-                if q is not None:
-                    depth.add_metric([cam.name, label], q)
-                if d is not None:
-                    dropped.add_metric([cam.name, label], d)
-        yield from (up, age, drift, depth, dropped)
+                st, labels = sink_stats(sink), [cam.name, sink_label(sink)]
+                for family, value in (
+                    (depth, st.depth),
+                    (dropped, st.dropped),
+                    (delivered, st.delivered),
+                    (connected, st.connected),
+                ):
+                    if value is not None:
+                        family.add_metric(labels, value)
+        yield from (up, age, drift, depth, dropped, delivered, connected)
 
 
 def health(cameras: list[Camera]) -> tuple[int, dict]:

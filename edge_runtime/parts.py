@@ -89,8 +89,8 @@ def stamp(
     rec["decided_at"] = iso_ms(decided_ts)
     rec["t_decided_mono"] = round(decided_mono, 6)
     rec["decision_ms"] = round((decided_mono - rec["t_mono"]) * 1000.0, 3)
-    late = policy.is_late(rec["t_mono"], decided_mono)
-    rec["late"] = late
+    late = bool(policy.is_late(rec["t_mono"], decided_mono))
+    rec["late"] = late  # a real bool: the OPC UA sink counts `late is True`
     if late:
         rec["verdict_original"] = rec["verdict"]
         rec["verdict"] = policy.fail_safe

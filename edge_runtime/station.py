@@ -39,7 +39,14 @@ from edge_runtime.camera import Camera, open_camera
 from edge_runtime.errors import TwinspectError
 from edge_runtime.model import EmbeddingModel, SessionOptions, load_model_dir
 from edge_runtime.records import ResultsWriteError
-from edge_runtime.runner import RunConfig, _check_gui, _signals, _Stop, check_config
+from edge_runtime.runner import (
+    RunConfig,
+    _check_gui,
+    _frozen_heap,
+    _signals,
+    _Stop,
+    check_config,
+)
 from edge_runtime.sources import READ_TIMEOUT_S, Frame, Outage
 from edge_runtime.summary import Summary
 
@@ -55,6 +62,7 @@ class Station:
     spin: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    opcua_port: int | None = None  # one OPC UA server for every camera (sinks_hook)
     path: str = ""  # the station file, for messages
     notes: list[str] = field(default_factory=list)
 
@@ -216,10 +224,11 @@ def run_station(
     error of a camera that failed (exit 2 for one that never opened, 1 for one lost beyond its
     reconnects; the larger when several failed), or the write error that stopped the station.
     """
-    from edge_runtime.sinks_hook import sinks_for
+    from edge_runtime.sinks_hook import check_sinks, open_sinks
 
     for cfg in st.cameras:
         check_config(cfg)
+        check_sinks(cfg, st.opcua_port)
     if st.metrics_port is not None:
         from edge_runtime.metrics import require_prometheus
 
@@ -238,8 +247,9 @@ def run_station(
                 where = f"{st.path}: {cfg.camera}" if st.path else cfg.camera
                 e.args = (f"{where}: {e}",)  # which station file and camera, first
                 raise
-        for cam in cams:
-            cam.sinks = sinks_for(cam.cfg)
+        opened = open_sinks([cam.cfg for cam in cams], st.opcua_port)
+        for cam, sinks in zip(cams, opened, strict=True):
+            cam.sinks = sinks
         if st.metrics_port is not None:
             from edge_runtime.metrics import serve
 
@@ -260,7 +270,7 @@ def run_station(
     t0 = time.monotonic()
     failures: list[tuple[Camera, BaseException]] = []
     try:
-        with _signals(stop):
+        with _signals(stop), _frozen_heap():
             failures = _schedule(cams, stop)
     except ResultsWriteError:
         stop.reason = stop.reason or "a failed write to the results"

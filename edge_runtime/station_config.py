@@ -27,6 +27,7 @@ import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -34,7 +35,7 @@ from edge_runtime.errors import BadInput
 from edge_runtime.parts import NAME_RE
 from edge_runtime.preprocess import Roi
 from edge_runtime.runner import RunConfig
-from edge_runtime.sinks_hook import check_sink_url
+from edge_runtime.sinks_hook import check_sink_url, modbus_url, mqtt_url, sink_urls
 from edge_runtime.sources import URL_RE
 from edge_runtime.station import Station
 
@@ -93,6 +94,8 @@ class CameraKeys(_Table):
     part_id_from: Literal["frame", "filename"] | None = None
     stale_after_s: PositiveFloat | None = None
     sinks: list[Annotated[str, AfterValidator(_sink)]] | None = None
+    mqtt: Annotated[str, AfterValidator(mqtt_url)] | None = None
+    modbus: Annotated[str, AfterValidator(modbus_url)] | None = None
 
 
 class CameraTable(CameraKeys):
@@ -111,6 +114,7 @@ class MetricsTable(_Table):
 class StationFile(_Table):
     threads: Annotated[int, Field(ge=1)] | None = None
     spin: bool | None = None
+    opcua_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     metrics: MetricsTable | None = None
     defaults: CameraKeys | None = None
     cameras: Annotated[list[CameraTable], Field(min_length=1)]
@@ -306,6 +310,7 @@ def load_station(path: Path, cli: dict[str, Any] | None = None) -> Station:
             raise fail(f"cameras[{i}].source", f"{src}: no such file or folder")
         cameras.append(RunConfig(**kwargs))
 
+    _check_register_blocks(path, cameras)
     metrics = doc.metrics
     port = cli.get("metrics_port", metrics.port if metrics else None)
     host = cli.get("metrics_host", metrics.host if metrics else "127.0.0.1")
@@ -315,5 +320,49 @@ def load_station(path: Path, cli: dict[str, Any] | None = None) -> Station:
         spin=cli.get("spin", bool(doc.spin)),
         metrics_port=port,
         metrics_host=host,
+        opcua_port=cli.get("opcua_port", doc.opcua_port),
         path=str(path),
     )
+
+
+def _modbus_block(url: str) -> tuple[tuple, range, range] | None:
+    """(PLC, holding registers, coils) a modbus:// sink writes, None for other sinks or options
+    the sink itself will refuse (it says so, by name, when it opens)."""
+    from edge_runtime.sinks.modbus import ACK
+
+    parts = urlsplit(url)
+    if parts.scheme != "modbus":
+        return None
+    q = dict(parse_qsl(parts.query))
+    try:
+        device = int(q.get("device_id", 1))
+        hr, coil = int(q.get("hr_base", 0)), int(q.get("coil_base", 0))
+        plc = (parts.hostname, parts.port or 502, device)
+    except ValueError:
+        return None
+    return plc, range(hr, hr + ACK + 1), range(coil, coil + 3)
+
+
+def _overlap(a: range, b: range) -> bool:
+    return a.start < b.stop and b.start < a.stop
+
+
+def _check_register_blocks(path: Path, cameras: list[RunConfig]) -> None:
+    """Two cameras writing the same PLC registers would overwrite each other's parts without
+    an error anywhere: refuse it, naming both (each camera needs its own hr_base/coil_base)."""
+    seen: list[tuple[int, tuple, range, range]] = []
+    for i, cfg in enumerate(cameras):
+        for url in sink_urls(cfg):
+            block = _modbus_block(url)
+            if block is None:
+                continue
+            plc, hr, coils = block
+            for j, plc_j, hr_j, coils_j in seen:
+                if plc == plc_j and (_overlap(hr, hr_j) or _overlap(coils, coils_j)):
+                    raise BadInput(
+                        f"{path}: cameras[{i}]: modbus sink {url} writes the PLC registers of "
+                        f"cameras[{j}] ({plc[0]}:{plc[1]} device {plc[2]}, holding registers "
+                        f"{hr_j.start}–{hr_j.stop - 1}, coils {coils_j.start}–{coils_j.stop - 1}); "
+                        "give each camera its own hr_base and coil_base"
+                    )
+            seen.append((i, plc, hr, coils))

@@ -93,3 +93,33 @@ def untrained_model_dir(untrained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "model"
     export_run(untrained_run, out, log=lambda *_: None)
     return out
+
+
+# ------------------------------------------------------------------ the plant's stand-ins
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto on a free port (edge_runtime/linesim.py). Without it the test skips,
+    except under CI, where it fails: CI must install it (`make deps`)."""
+    import os
+
+    from edge_runtime.linesim import MOSQUITTO, Broker
+
+    if MOSQUITTO is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed: .ci/run must call `make deps`")
+        pytest.skip("mosquitto is not installed (`make deps` installs it)")
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def plc():
+    """pymodbus's TCP server as the PLC, logging every write (edge_runtime/linesim.py)."""
+    from edge_runtime.linesim import Plc
+
+    p = Plc(blocks=3)
+    p.start()
+    yield p
+    p.close()

@@ -11,15 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 
 from edge_runtime.cli import main
+from edge_runtime.linesim import MjpegCamera
 from edge_runtime.model import load_model_dir
 from edge_runtime.preprocess import Roi, prepare, to_tensor
 
@@ -236,43 +235,14 @@ def test_signal_mid_run_keeps_completed_records_then_resume_completes(
 
 
 # ------------------------------------------------------------------------------- a live stream
-class _MjpegHandler(BaseHTTPRequestHandler):
-    """An IP camera's MJPEG endpoint: multipart JPEG frames, one every 20 ms, until the client
-    goes away (what `twinspect run --source http://…/stream.mjpg` meets on a real line)."""
-
-    jpegs: ClassVar[list[bytes]] = []
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        i = 0
-        try:
-            while not self.server.closing.is_set():
-                jpeg = self.jpegs[i % len(self.jpegs)]
-                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                self.wfile.write(head.encode() + jpeg + b"\r\n")
-                i += 1
-                time.sleep(0.02)
-        except OSError:  # the client hung up
-            pass
-
-    def log_message(self, *_args) -> None:
-        pass
-
-
 @pytest.fixture
 def mjpeg_url() -> Iterator[str]:
-    _MjpegHandler.jpegs = [cv2.imencode(".jpg", frame_image(i))[1].tobytes() for i in range(8)]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MjpegHandler)
-    server.daemon_threads = True
-    server.closing = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
-    server.closing.set()
-    server.shutdown()
-    server.server_close()
+    """An IP camera's MJPEG endpoint: multipart JPEG frames, one every 20 ms, until the client
+    goes away (what `twinspect run --source http://…/stream.mjpg` meets on a real line)."""
+    cam = MjpegCamera.from_images([frame_image(i) for i in range(8)])
+    cam.start()
+    yield cam.url
+    cam.stop()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

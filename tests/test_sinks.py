@@ -8,37 +8,36 @@ except under CI, where they fail.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers_line import (
+    REPO,
+    Subscriber,
+    Webhook,
+    expected_registers,
+    first_arrivals,
+    free_port,
+    wait_for,
+)
+from helpers_line import read_opcua as read
 
 from edge_runtime.errors import BadInput
 from edge_runtime.inspector import Judgement
 from edge_runtime.records import frame_record
 from edge_runtime.sinks import SCHEMAS, open_sink
-from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
+from edge_runtime.sinks.modbus import sequence_value
 from edge_runtime.sinks.queue import DurableQueue
 from edge_runtime.sources import Frame
 
-ROOT = Path(__file__).resolve().parents[1]
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-)
 VERDICT_SCHEMA = json.loads((SCHEMAS / "verdict.schema.json").read_text())
 STATUS_SCHEMA = json.loads((SCHEMAS / "status.schema.json").read_text())
 
@@ -51,111 +50,6 @@ def part(i: int, verdict: str | None = None, **extra) -> dict:
     j = Judgement(verdict, score, None if score is None else score / 2, None, 1000)
     rec = frame_record(Frame(i, "cam", None, 1.7e9 + i, float(i)), j, 0.5, "sidecar")
     return {**rec, "part_id": 5000 + i, "camera": "cam1", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(cond, what: str, timeout: float = 20.0) -> None:
-    """A bounded wait for a condition (never an assertion about how long it took)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-class Broker:
-    """A real Mosquitto on a free localhost port, with persistence so a subscriber's session
-    survives a kill -9 of the broker (saved on every change)."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = folder / "mosquitto.conf"
-        self.log = folder / "mosquitto.log"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-            f"persistence true\npersistence_location {folder}/\n"
-            "autosave_on_changes true\nautosave_interval 1\n"
-        )
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_for(lambda: listening(self.port) or self.proc.poll() is not None, "mosquitto")
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    if MOSQUITTO is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed: .ci/run must call `make deps`")
-        pytest.skip("mosquitto is not installed (`make deps` installs it)")
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.kill()
-
-
-class Subscriber:
-    """The plant's side: a real paho client on `line/#`, QoS 1, with a persistent session."""
-
-    def __init__(self, port: int, client_id: str = "plant") -> None:
-        self.lock = threading.Lock()
-        self.got: list[tuple[str, dict, bool]] = []
-        self.subscribed = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        c.on_connect = lambda c, u, f, rc, p: c.subscribe("line/#", qos=1)
-        c.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        c.on_message = self._on_message
-        c.reconnect_delay_set(1, 2)
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        self.client = c
-        wait_for(self.subscribed.is_set, "the subscription")
-
-    def _on_message(self, _c, _u, m) -> None:
-        with self.lock:
-            self.got.append((m.topic, json.loads(m.payload), m.retain))
-
-    def payloads(self, leaf: str) -> list[dict]:
-        with self.lock:
-            return [p for t, p, _ in self.got if t.endswith("/" + leaf)]
-
-    def seqs(self) -> list[int]:
-        return [p["seq"] for p in self.payloads("verdict")]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def first_arrivals(seqs: list[int]) -> list[int]:
-    """Dedupe by seq, as a consumer does: QoS 1 may deliver twice, never zero times."""
-    seen: set[int] = set()
-    return [s for s in seqs if not (s in seen or seen.add(s))]
 
 
 # --------------------------------------------------------------------------------- the queue
@@ -188,6 +82,30 @@ def test_queue_full_drops_the_oldest_and_counts_them(tmp_path):
     assert [r.put(part(i)) for i in range(7)][5:] == [None, None]
     assert (r.depth, r.refused, r.dropped) == (5, 2, 0)
     assert [e.record["frame"] for e in r.peek(10)] == [0, 1, 2, 3, 4]
+
+
+def test_queue_log_is_folded_back_by_the_sender_thread_not_by_put(tmp_path, monkeypatch):
+    """sqlite's own checkpoint (a disk flush) would run inside whichever commit crosses ~1,000
+    log pages — the inspection loop's put. The queue turns it off and the sender thread folds
+    the log back instead; past WAL_LIMIT it also cuts the log (0 here: at once)."""
+    from edge_runtime.sinks import queue as queue_module
+    from edge_runtime.sinks.queue import Forwarder
+
+    monkeypatch.setattr(queue_module, "WAL_LIMIT", 0)
+    monkeypatch.setattr(queue_module, "CHECKPOINT_S", 0.0)
+    q = DurableQueue(tmp_path / "q.sqlite")
+    assert q._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    for i in range(20):
+        q.put(part(i))
+    wal = tmp_path / "q.sqlite-wal"
+    assert wal.stat().st_size > 0 and q.checkpoints == 0  # put never folds the log back
+    sender = Forwarder(q, len, "test")
+    sender.start()
+    wait_for("the sender to fold the log back and cut it", lambda: q.depth == 0 and q.checkpoints)
+    wait_for("the log cut", lambda: wal.stat().st_size == 0)
+    sender.stop(1.0)
+    q.close()
+    assert DurableQueue(tmp_path / "q.sqlite").delivered == 20
 
 
 def test_queue_has_one_sender(tmp_path):
@@ -261,7 +179,7 @@ def test_without_the_line_extra_a_sink_names_the_extra(tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=REPO,
     ).stdout.splitlines()
     assert out == [
         "2 the MQTT sink (paho-mqtt) needs the 'line' extra: pip install 'twinspect[line]'",
@@ -278,7 +196,7 @@ def test_without_the_line_extra_a_sink_names_the_extra(tmp_path):
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=REPO,
     ).stdout
     assert not {"paho", "pymodbus", "asyncua"} & {m.split(".")[0] for m in json.loads(loaded)}
 
@@ -291,11 +209,11 @@ def test_mqtt_every_record_arrives_once_in_order_and_matches_the_schema(broker, 
     for rec in records:
         sink.submit(rec)
     sink.submit({"event": "outage", "source": "cam", "recovered": True})  # not a verdict
-    wait_for(lambda: len(plant.seqs()) >= 200, "200 verdicts at the subscriber")
+    wait_for("200 verdicts at the subscriber", lambda: len(plant.seqs()) >= 200)
     sink.close()
     wait_for(
-        lambda: plant.payloads("status")[-1:] == [{"camera": "cam1", "status": "offline"}],
         "the goodbye",
+        lambda: plant.payloads("status")[-1:] == [{"camera": "cam1", "status": "offline"}],
     )
     plant.close()
 
@@ -330,14 +248,14 @@ def test_mqtt_broker_killed_mid_stream_loses_nothing(broker, tmp_path):
 
     producer = threading.Thread(target=line)
     producer.start()
-    wait_for(lambda: len(plant.seqs()) >= 50, "the stream to start")
+    wait_for("the stream to start", lambda: len(plant.seqs()) >= 50)
     broker.kill()  # mid-stream: messages in flight, PUBACKs lost
-    wait_for(lambda: not sink.stats()["connected"], "the sink to see the broker gone")
-    wait_for(lambda: len(submitted) >= 200, "parts made during the outage")
+    wait_for("the sink to see the broker gone", lambda: not sink.stats()["connected"])
+    wait_for("parts made during the outage", lambda: len(submitted) >= 200)
     assert sink.stats()["depth"] > 0  # held on disk, not lost
     broker.start()
     producer.join()
-    wait_for(lambda: set(plant.seqs()) >= set(range(1, n + 1)), "every verdict after the outage")
+    wait_for("every verdict after the outage", lambda: set(plant.seqs()) >= set(range(1, n + 1)))
     sink.close()
     plant.close()
 
@@ -369,7 +287,7 @@ def run_killed(url: str, queue_dir: Path, parts: int) -> str:
         [sys.executable, "-c", KEEP_RUNNING, url, str(queue_dir), str(parts)],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=REPO,
     )
     try:
         line = child.stdout.readline().strip()
@@ -385,14 +303,14 @@ def test_mqtt_last_will_says_offline_when_the_station_is_killed(broker, tmp_path
     url = f"mqtt://127.0.0.1:{broker.port}/line?camera=cam7"
     assert run_killed(url, tmp_path, 0) == "ready 0"
     wait_for(
-        lambda: [p["status"] for p in plant.payloads("status")] == ["online", "offline"],
         "the last will",
+        lambda: [p["status"] for p in plant.payloads("status")] == ["online", "offline"],
     )
     plant.close()
     late = Subscriber(broker.port, client_id="late-comer")  # retained: a newcomer learns it too
     wait_for(
-        lambda: late.payloads("status") == [{"camera": "cam7", "status": "offline"}],
         "the retained status",
+        lambda: late.payloads("status") == [{"camera": "cam7", "status": "offline"}],
     )
     late.close()
 
@@ -404,7 +322,7 @@ def test_mqtt_records_of_a_killed_station_are_delivered_after_its_restart(broker
     broker.start()
     plant = Subscriber(broker.port)
     sink = open_sink(url, queue_dir=tmp_path)  # the station again, after its restart
-    wait_for(lambda: len(plant.seqs()) >= 20, "the 20 verdicts kept on disk")
+    wait_for("the 20 verdicts kept on disk", lambda: len(plant.seqs()) >= 20)
     sink.close()
     plant.close()
     assert plant.seqs() == list(range(1, 21))
@@ -412,92 +330,6 @@ def test_mqtt_records_of_a_killed_station_are_delivered_after_its_restart(broker
 
 
 # ------------------------------------------------------------------------------------ Modbus
-class Plc:
-    """pymodbus's own TCP server as the PLC (device 3), on its own thread and event loop.
-
-    `writes` logs every write request it received, in order, across restarts; a restart comes
-    back with zeroed memory, like a PLC after a power cycle.
-    """
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.writes: list[tuple[int, int, list]] = []  # (function code, address, values)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = None
-
-    def _trace(self, sending: bool, pdu):
-        if not sending and pdu.function_code in (5, 6, 15, 16):
-            values = list(pdu.bits) if pdu.function_code in (5, 15) else list(pdu.registers)
-            self.writes.append((pdu.function_code, pdu.address, values))
-        return pdu
-
-    def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=20)
-
-    def start(self) -> None:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        async def serve():
-            def block(kind):
-                return [SimData(0, count=16, values=0 if kind else False, datatype=kind)]
-
-            bits, regs = DataType.BITS, DataType.REGISTERS
-            device = SimDevice(id=3, simdata=(block(bits), block(bits), block(regs), block(regs)))
-            server = ModbusTcpServer(
-                device, address=("127.0.0.1", self.port), trace_pdu=self._trace
-            )
-            await server.serve_forever(background=True)
-            return server
-
-        self.server = self._run(serve())
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self._run(self.server.shutdown())
-            self.server = None
-
-    def registers(self) -> list[int]:
-        return self._run(self.server.async_getValues(3, 3, 0, 8))
-
-    def coils(self) -> list[bool]:
-        return self._run(self.server.async_getValues(3, 1, 0, 3))
-
-    def parts(self) -> list[list[int]]:
-        """Registers +0…+5 of every part, as a PLC latching on the sequence write sees them."""
-        out, regs = [], [0] * 8
-        for fc, addr, values in self.writes:
-            if fc in (6, 16):
-                regs[addr : addr + len(values)] = values
-            if fc == 6 and addr == 5:
-                out.append(regs[:6])
-        return out
-
-    def close(self) -> None:
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-@pytest.fixture
-def plc():
-    p = Plc()
-    p.start()
-    yield p
-    p.close()
-
-
-def expected_registers(seq: int, rec: dict) -> list[int]:
-    """The register map, computed by hand from the record (module docstring of modbus.py)."""
-    pid, score = rec["part_id"], rec["score"]
-    s = NO_SCORE if score is None else round(score * 10000)
-    code = {"OK": 1, "NG": 2, "ERROR": 3}[rec["verdict"]]
-    return [pid >> 16, pid & 0xFFFF, s >> 16, s & 0xFFFF, code, sequence_value(seq)]
-
-
 def test_modbus_registers_follow_the_map_and_the_sequence_is_written_last(plc, tmp_path):
     records = [part(i, part_id=70_000 * i) for i in range(12)]
     records[3]["score"] = 123.45678  # 1234568 needs the high word
@@ -505,8 +337,8 @@ def test_modbus_registers_follow_the_map_and_the_sequence_is_written_last(plc, t
     sink = open_sink(url, queue_dir=tmp_path)
     for rec in records:
         sink.submit(rec)
-    wait_for(lambda: sink.stats()["delivered"] == 12, "12 parts written")
-    wait_for(lambda: sink.stats()["heartbeat"] >= 3, "the heartbeat to beat")
+    wait_for("12 parts written", lambda: sink.stats()["delivered"] == 12)
+    wait_for("the heartbeat to beat", lambda: sink.stats()["heartbeat"] >= 3)
     sink.close()
 
     assert plc.parts() == [expected_registers(i + 1, r) for i, r in enumerate(records)]
@@ -525,16 +357,16 @@ def test_modbus_plc_restarted_mid_run_loses_nothing(plc, tmp_path):
     records = [part(i) for i in range(40)]
     for rec in records[:15]:
         sink.submit(rec)
-    wait_for(lambda: sink.stats()["delivered"] == 15, "the first 15 parts")
+    wait_for("the first 15 parts", lambda: sink.stats()["delivered"] == 15)
     plc.stop()  # the PLC goes down; the line does not stop
     for rec in records[15:30]:
         sink.submit(rec)
-    wait_for(lambda: not sink.stats()["connected"], "the sink to see the PLC gone")
+    wait_for("the sink to see the PLC gone", lambda: not sink.stats()["connected"])
     assert sink.stats()["depth"] > 0
     plc.start()  # back, with its memory cleared
     for rec in records[30:]:
         sink.submit(rec)
-    wait_for(lambda: sink.stats()["delivered"] == 40, "every part after the restart")
+    wait_for("every part after the restart", lambda: sink.stats()["delivered"] == 40)
     st = sink.stats()
     sink.close()
 
@@ -571,7 +403,7 @@ def test_modbus_handshake_lets_a_slow_plc_see_every_part(plc, tmp_path):
     records = [part(i) for i in range(25)]
     for rec in records:  # faster than the PLC scans
         sink.submit(rec)
-    wait_for(lambda: len(seen) >= 25, "the PLC to take 25 parts")
+    wait_for("the PLC to take 25 parts", lambda: len(seen) >= 25)
     sink.close()
     done.set()
     program.join()
@@ -579,35 +411,6 @@ def test_modbus_handshake_lets_a_slow_plc_see_every_part(plc, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ OPC UA
-NODES = (
-    "LastVerdict",
-    "LastPartId",
-    "LastScore",
-    "CountOK",
-    "CountNG",
-    "CountERROR",
-    "CountLate",
-    "Status",
-)
-
-
-async def read_nodes(url: str, camera: str, security: str | None = None) -> dict:
-    """What a SCADA client reads: asyncua's real client, by the documented node ids."""
-    from asyncua import Client
-
-    client = Client(url)
-    if security:
-        client.application_uri = "urn:twinspect:test:client"
-        await client.set_security_string(security)
-    async with client:
-        ns = await client.get_namespace_index("urn:twinspect:station")
-        return {n: await client.get_node(f"ns={ns};s={camera}.{n}").read_value() for n in NODES}
-
-
-def read(url: str, camera: str = "cam1", security: str | None = None) -> dict:
-    return asyncio.run(read_nodes(url, camera, security))
-
-
 def test_opcua_client_reads_the_latest_state_and_counters(tmp_path):
     port = free_port()
     sink = open_sink(f"opcua://127.0.0.1:{port}?cameras=cam1,cam2")
@@ -620,7 +423,7 @@ def test_opcua_client_reads_the_latest_state_and_counters(tmp_path):
             sink.submit(rec)
         sink.submit(part(4, "OK", camera="cam9"))  # a camera nobody announced
         want = {"CountOK": 1, "CountNG": 2, "CountERROR": 1, "CountLate": 1}
-        wait_for(lambda: {k: read(url)[k] for k in want} == want, "the counters on the server")
+        wait_for("the counters on the server", lambda: {k: read(url)[k] for k in want} == want)
         now = read(url)
         assert (now["LastVerdict"], now["LastPartId"], now["Status"]) == (
             "ERROR",
@@ -676,7 +479,7 @@ def test_opcua_secured_endpoint_needs_a_trusted_client_certificate(tmp_path):
     try:
         sink.submit(part(1, "NG"))
         secure = f"Basic256Sha256,SignAndEncrypt,{client_cert},{client_key}"
-        wait_for(lambda: read(url, security=secure)["CountNG"] == 1, "NG over the secure channel")
+        wait_for("NG over the secure channel", lambda: read(url, security=secure)["CountNG"] == 1)
         with pytest.raises(ua.UaError, match="No matching endpoints"):
             read(url)  # no None endpoint: an unsecured client is turned away
         other_cert, other_key = make_cert(tmp_path, "other", "urn:twinspect:test:client", False)
@@ -688,39 +491,22 @@ def test_opcua_secured_endpoint_needs_a_trusted_client_certificate(tmp_path):
 
 # ----------------------------------------------------------------------------------- webhook
 def test_webhook_posts_every_verdict_in_order_through_refusals(tmp_path):
-    got: list[dict] = []
-    refusals = [2]
-
-    class Endpoint(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if refusals[0] > 0:  # a server that is briefly unavailable
-                refusals[0] -= 1
-                self.send_response(503)
-            else:
-                assert self.headers["Authorization"] == "Bearer s3cret"
-                got.append(json.loads(body))
-                self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = Webhook(refusals=2, token="s3cret")  # briefly unavailable, then 2xx
+    got = endpoint.got
     token = tmp_path / "token"
     token.write_text("s3cret\n")
-    url = f"http://127.0.0.1:{server.server_port}/verdicts?line=1"
+    url = endpoint.url + "?line=1"
     sink = open_sink({"url": url, "token_file": str(token)}, queue_dir=tmp_path / "q")
     try:
         for i in range(30):
             sink.submit(part(i))
-        wait_for(lambda: len(got) >= 30, "30 POSTs")
+        wait_for("30 POSTs", lambda: len(got) >= 30)
+        # The endpoint has the 30th before its 204 reaches the sink, which then acknowledges.
+        wait_for("30 acknowledged", lambda: sink.stats()["delivered"] == 30)
         st = sink.stats()
     finally:
         sink.close()
-        server.shutdown()
-        server.server_close()
+        endpoint.close()
     assert [p["seq"] for p in got] == list(range(1, 31))
     for p in got:
         jsonschema.validate(p, VERDICT_SCHEMA)

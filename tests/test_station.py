@@ -5,29 +5,32 @@ live camera and real HTTP GETs; no timed assertions (bounded waits for condition
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import cv2
 import pytest
+from helpers_line import (
+    REPO,
+    Child,
+    MjpegCamera,
+    frames_of,
+    get,
+    metrics_url,
+    records,
+    scrape,
+    wait_for,
+    write_station,
+)
 
 from edge_runtime.cli import main
 from edge_runtime.parts import PartPolicy, stamp
 from edge_runtime.synthetic.writer import Config, generate
 
-REPO = Path(__file__).resolve().parents[1]
 N_FRAMES = 12
 
 
@@ -48,59 +51,6 @@ def station_dir(tmp_path, untrained_model_dir, line) -> Path:
     return tmp_path
 
 
-class MjpegCamera:
-    """An IP camera's MJPEG endpoint on 127.0.0.1 that a test can unplug and plug back in (on
-    the same port): multipart JPEG frames every 20 ms until stopped or the client goes away."""
-
-    def __init__(self, frames: list[Path]) -> None:
-        self.jpegs = [cv2.imencode(".jpg", cv2.imread(str(p)))[1].tobytes() for p in frames]
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._closing = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def start(self) -> None:
-        jpegs, closing = self.jpegs, threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                i = 0
-                try:
-                    while not closing.is_set():
-                        jpeg = jpegs[i % len(jpegs)]
-                        head = (
-                            "--frame\r\nContent-Type: image/jpeg\r\n"
-                            f"Content-Length: {len(jpeg)}\r\n\r\n"
-                        )
-                        self.wfile.write(head.encode() + jpeg + b"\r\n")
-                        i += 1
-                        time.sleep(0.02)
-                except OSError:  # the client hung up
-                    pass
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        self._closing = closing
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._closing.set()  # streams end: the client sees its camera go away
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
 @pytest.fixture
 def camera(line) -> Iterator[MjpegCamera]:
     cam = MjpegCamera(sorted((line / "recording" / "frames").glob("*.png")))
@@ -110,97 +60,6 @@ def camera(line) -> Iterator[MjpegCamera]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def records(path: Path) -> list[dict]:
-    return [json.loads(s) for s in path.read_text().splitlines()]
-
-
-def frames_of(path: Path) -> list[dict]:
-    return [r for r in records(path) if r["event"] == "frame"]
-
-
-def write_station(folder: Path, text: str) -> Path:
-    path = folder / "station.toml"
-    path.write_text(text)
-    return path
-
-
-class Child:
-    """`twinspect run …` in a child process; stdout and stderr lines collected as they come."""
-
-    def __init__(self, *argv) -> None:
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "run", *map(str, argv)]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self.out.extend, args=(self.proc.stdout,), daemon=True),
-            threading.Thread(target=self.err.extend, args=(self.proc.stderr,), daemon=True),
-        ]
-        for t in self._readers:
-            t.start()
-
-    def finish(self, sig: int | None = signal.SIGTERM, timeout: float = 60.0) -> str:
-        """Signal it (if still running), wait for it, return its stdout."""
-        if sig is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        for t in self._readers:
-            t.join(timeout=10)
-        return "".join(self.out)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.err)
-
-
-def wait_for(what: str, cond: Callable[[], object], proc=None, timeout: float = 60.0):
-    """Poll until cond() is truthy (bounded); fail early if the child process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the run ended ({proc.returncode}) before {what}")
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
-def metrics_url(err: list[str]) -> str | None:
-    for line in list(err):
-        if "metrics on http://" in line:
-            return line.split("metrics on ")[1].split("/metrics")[0]
-    return None
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def scrape(base: str) -> dict[tuple[str, tuple], float]:
-    """/metrics as {(sample name, sorted labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, text = get(base + "/metrics")
-    assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
-
-
 def _iso(text: str) -> datetime:
     assert text.endswith("+00:00") and len(text.split(".")[1]) == 3 + 6, text  # ms, UTC
     return datetime.fromisoformat(text)
@@ -590,24 +449,3 @@ def test_the_base_install_runs_without_the_line_extra(untrained_model_dir, stati
     assert len(errors) == 2 and all("'line' extra" in s for s in errors), proc.stderr
     assert "--config" in errors[0] and "--metrics-port" in errors[1]
     assert len(frames_of(out)) == N_FRAMES
-
-
-def test_sinks_named_without_the_sinks_package_are_said_once_and_records_still_written(
-    untrained_model_dir, station_dir, capsys
-):
-    """Until edge_runtime.sinks exists, a camera with sinks records to its file only and says
-    so on stderr; a sink URL that is not one is refused on the command line."""
-    import importlib.util
-
-    if importlib.util.find_spec("edge_runtime.sinks") is not None:
-        pytest.skip("the sinks package is installed: its own tests cover opening sinks")
-    out = station_dir / "r.jsonl"
-    argv = ["run", "--model", str(untrained_model_dir), "--out", str(out)]
-    argv += ["--source", str(station_dir / "data" / "recording")]
-    assert main([*argv, "--sink", "mqtt://127.0.0.1:1883/line"]) == 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "mqtt://127.0.0.1:1883/line" in err[0] and "warning" in err[0]
-    assert len(frames_of(out)) == N_FRAMES
-    with pytest.raises(SystemExit) as e:
-        main([*argv, "--overwrite", "--sink", "mqtt://host:99999"])
-    assert e.value.code == 2
