@@ -462,6 +462,13 @@ def test_counts_on_the_page_match_the_records(served, browser):
     assert sum(int(row[2]) for row in got["hours"]) == sum(r["verdict"] == "NG" for r in recs)
 
 
+def _settled(out: Path) -> bool:
+    """True when the results file holds the same records twice, half a second apart."""
+    before = len(frames_of(out))
+    time.sleep(0.5)
+    return len(frames_of(out)) == before
+
+
 # ----------------------------------------------------------------------------- 3, 4 gallery
 def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder(served, browser):
     """The gallery lists the NG parts of the records (newest first; a time filter narrows it),
@@ -470,6 +477,9 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
     from selenium.webdriver.support.ui import Select
 
     open_page(browser, served)
+    use_token(browser, served.token)  # relabelling is a change: it needs the token
+    served.camera.stop()  # the records stop growing, whichever test ran first
+    wait_for("the records to stop growing", lambda: _settled(served.out))
     ng = [r for r in frames_of(served.out) if r["verdict"] == "NG" and r.get("saved_crop")]
     assert len(ng) >= 3
     css(browser, "#gallery-refresh").click()
@@ -479,6 +489,10 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
         "return [...document.querySelectorAll('#gallery-grid .item')].map(e => +e.dataset.frame)"
     )
     assert frames == [r["frame"] for r in sorted(ng, key=lambda r: -r["ts"])][:200]
+    thumbs = browser.execute_script(
+        "return [...document.querySelectorAll('#gallery-grid .item img')].map(e => e.src)"
+    )
+    assert thumbs and all("_heat.png" in t for t in thumbs)  # the heatmap overlay is shown
 
     middle = ng[len(ng) // 2]["ts"]
     since = math.ceil(middle)

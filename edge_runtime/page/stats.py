@@ -161,6 +161,7 @@ class CameraRecords:
             "nearest": None if nearest is None else str(nearest),
             "crop": crop,
             "full": full,
+            "heat": self.inside(rec.get("saved_heat")),  # where the part differs, if saved
         }
         if len(self.items) == self.items.maxlen:
             self.by_id.pop(self.items[0]["frame"], None)

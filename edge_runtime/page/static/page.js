@@ -204,7 +204,8 @@ async function loadGallery() {
   for (const it of g.items) {
     galleryItems[it.id] = it;
     const d = el("div", { class: "item", "data-id": it.id, "data-frame": it.frame });
-    d.append(el("img", { src: fileUrl(it.camera, it.crop), alt: `part ${it.part_id}` }));
+    // the heatmap overlay when the run saved one: the part with where it differs drawn on
+    d.append(el("img", { src: fileUrl(it.camera, it.heat || it.crop), alt: `part ${it.part_id}` }));
     const meta = el("div", { class: "meta" });
     meta.append(el("div", {}, `part ${it.part_id} · ${it.camera}`));
     meta.append(el("div", { class: "score" }, `score ${fmt(it.score)} > ${fmt(it.threshold)}`));
