@@ -258,7 +258,7 @@ class Camera:
             if f.error:
                 j.reason = f.error
             saved = None
-            if j.verdict == "NG" and cfg.save_ng is not None:
+            if j.verdict in ("NG", "NOVEL") and cfg.save_ng is not None:
                 saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix, insp)
                 self.summary.save_failures += "save_error" in saved
             rec = frame_record(f, j, insp.threshold, insp.threshold_from, saved)

@@ -21,6 +21,7 @@ import numpy as np
 from edge_runtime.errors import BadInput, TwinspectError
 from edge_runtime.model import EmbeddingModel
 from edge_runtime.preprocess import Roi, crop, placement, prepare, to_tensor
+from edge_runtime.scoring import nearest_types
 
 BLANK_STD = 1.0  # gray levels: a part always has more contrast than this; a capped lens does not
 
@@ -29,7 +30,7 @@ BLANK_STD = 1.0  # gray levels: a part always has more contrast than this; a cap
 class Judgement:
     """One frame's result. score is None exactly when verdict is ERROR."""
 
-    verdict: str  # "OK", "NG" or "ERROR"
+    verdict: str  # "OK", "NG", "NOVEL" (NG and like no known defect type) or "ERROR"
     score: float | None
     score_norm: float | None  # score / (2·threshold), clipped to [0, 1]: threshold ↦ 0.5
     reason: str | None
@@ -37,6 +38,8 @@ class Judgement:
     embed_ns: int = 0
     score_ns: int = 0
     batch: int = 1
+    nearest: str | None = None  # the known defect type an NG part is nearest to
+    type_distance: float | None = None  # its distance to that type, in the type's radii
 
     @property
     def total_ns(self) -> int:
@@ -118,10 +121,15 @@ class Inspector:
             return Judgement("ERROR", None, None, f"OpenCV: {reason}", perf_counter_ns() - t0)
         return Judgement("OK", None, None, None, perf_counter_ns() - t0)
 
-    def _verdict(self, j: Judgement, score: float) -> None:
+    def _verdict(self, j: Judgement, score: float, emb: np.ndarray | None = None) -> None:
         j.score = float(score)
         j.score_norm = normalize(j.score, self.threshold)
         j.verdict = "NG" if j.score > self.threshold else "OK"
+        protos = self.model.sidecar.prototypes
+        if j.verdict == "NG" and protos and emb is not None:
+            j.nearest, _, j.type_distance = nearest_types(emb, protos)[0]
+            if j.type_distance > 1.0:
+                j.verdict = "NOVEL"
 
     # ------------------------------------------------------------------ public
     def inspect(self, image: np.ndarray | None) -> Judgement:
@@ -135,7 +143,7 @@ class Inspector:
         score = self.model.score(emb)[0]
         t3 = perf_counter_ns()
         j.embed_ns, j.score_ns = t2 - t1, t3 - t2
-        self._verdict(j, score)
+        self._verdict(j, score, emb[0])
         return j
 
     def inspect_many(self, images: list[np.ndarray | None]) -> list[Judgement]:
@@ -157,9 +165,9 @@ class Inspector:
                 t2 = perf_counter_ns()
                 scores = self.model.score(emb)
                 t3 = perf_counter_ns()
-                for j, s in zip(rows, scores, strict=True):
+                for k, (j, s) in enumerate(zip(rows, scores, strict=True)):
                     j.embed_ns, j.score_ns, j.batch = (t2 - t1) // n, (t3 - t2) // n, n
-                    self._verdict(j, s)
+                    self._verdict(j, s, emb[k])
             out.extend(js)
         return out
 

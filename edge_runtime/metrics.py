@@ -68,7 +68,7 @@ class CameraMetrics:
         name = cam.name
         self.cam = cam
         self._frames = fam.frames.labels(name)
-        self._verdicts = {v: fam.verdicts.labels(name, v) for v in ("OK", "NG", "ERROR")}
+        self._verdicts = {v: fam.verdicts.labels(name, v) for v in ("OK", "NG", "NOVEL", "ERROR")}
         self._late = fam.late.labels(name)
         self._outages = fam.outages.labels(name)
         self._stage = {s: fam.stage.labels(name, s) for s in STAGES}

@@ -102,6 +102,9 @@ def frame_record(
         },
         "batch": j.batch,
     }
+    if j.nearest is not None:  # NG/NOVEL: the known defect type it is nearest to
+        rec["nearest_type"] = j.nearest
+        rec["type_distance"] = round(j.type_distance, 4)
     if saved:
         rec.update(saved)
     return rec

@@ -79,6 +79,44 @@ def distances(embeddings: np.ndarray, reference: np.ndarray, metric: Metric) -> 
     return np.sqrt(np.maximum(q, 0.0))
 
 
+@dataclass(frozen=True)
+class Prototype:
+    """A known defect type in embedding space: the mean embedding of its training parts and the
+    radius (95th percentile of its validation parts' Euclidean distance to that mean) inside
+    which a part looks like that type."""
+
+    vector: np.ndarray
+    radius: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {
+            "vector": [round(float(v), 6) for v in self.vector],
+            "radius": float(self.radius),
+            "n": int(self.n),
+        }
+
+
+def nearest_types(
+    embeddings: np.ndarray, prototypes: dict[str, Prototype]
+) -> list[tuple[str, float, float]]:
+    """(label, distance, distance / radius) of the nearest known type for each row, nearest
+    measured in radii so a spread-out type is not out-voted by a tight one. A part whose ratio
+    is above 1 for every type is like none of them: NOVEL when it is also not good."""
+    if not prototypes:
+        return []
+    labels = list(prototypes)
+    centres = np.stack([prototypes[k].vector for k in labels]).astype(np.float64)
+    radii = np.array([prototypes[k].radius for k in labels], dtype=np.float64)
+    x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    d = np.sqrt(np.maximum(
+        (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :], 0.0
+    ))  # fmt: skip
+    ratio = d / radii[None, :]
+    best = ratio.argmin(axis=1)
+    return [(labels[b], float(d[i, b]), float(ratio[i, b])) for i, b in enumerate(best)]
+
+
 def knn_distances(embeddings: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
     """Mean Euclidean distance of each row to its k nearest rows of the bank."""
     x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))

@@ -16,7 +16,7 @@ import numpy as np
 from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
-from edge_runtime.scoring import Metric
+from edge_runtime.scoring import Metric, Prototype
 
 # 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
 # A schema-1 sidecar still loads: it meant gray input stretched to the model size.
@@ -72,6 +72,8 @@ class Sidecar:
     threshold: Threshold
     roi: Roi | None = None  # default region of interest; None = the whole frame
     labels: dict[str, str] = field(default_factory=dict)  # label → name, "0" = good
+    # known defect types (schema 2, optional): an NG part names its nearest; far from all: NOVEL
+    prototypes: dict[str, Prototype] = field(default_factory=dict)
     training: dict = field(default_factory=dict)  # data source, counts, data hash, seed, epochs
     parity: dict = field(default_factory=dict)  # Keras vs onnxruntime check done at export
     quantization: dict = field(default_factory=dict)  # int8 figures when export quantized
@@ -105,6 +107,7 @@ class Sidecar:
                 "calibration": self.threshold.calibration,
             },
             "labels": self.labels,
+            "prototypes": {k: p.to_dict() for k, p in self.prototypes.items()},
             "training": self.training,
             "parity": self.parity,
             "quantization": self.quantization,
@@ -207,6 +210,7 @@ class Sidecar:
                 calibration=r.optional("threshold.calibration", dict, {}),
             ),
             labels=r.get("labels", dict),
+            prototypes=_prototypes(r, dim),
             training=r.get("training", dict),
             parity=r.get("parity", dict),
             quantization=r.optional("quantization", dict, {}),
@@ -219,6 +223,22 @@ class Sidecar:
         path = Path(path)
         d = read_json_object(path, BadModel, "a model directory holds model.onnx and model.json")
         return cls.from_dict(d, where=str(path))
+
+
+def _prototypes(r: _Reader, dim: int) -> dict[str, Prototype]:
+    """The optional `prototypes` section, each vector of the embedding's length and each radius
+    a positive finite number."""
+    raw = r.optional("prototypes", dict, {})
+    out = {}
+    for label in raw:
+        vec = r.floats(f"prototypes.{label}.vector")
+        radius = r.get(f"prototypes.{label}.radius", float)
+        if vec.shape != (dim,):
+            raise BadModel(f"{r.where}: field 'prototypes.{label}.vector' needs {dim} values")
+        if not (math.isfinite(radius) and radius > 0):
+            raise BadModel(f"{r.where}: field 'prototypes.{label}.radius' must be > 0")
+        out[label] = Prototype(vec, radius, r.get(f"prototypes.{label}.n", int))
+    return out
 
 
 class _Reader:

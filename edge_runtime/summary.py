@@ -34,6 +34,7 @@ class Summary:
     frames_missed: int = 0
     resumed_skipped: int = 0
     save_failures: int = 0
+    novel: int = 0  # of the NG count: parts like no known defect type
     stopped_by: str = ""
     resume_note: bool = False
     seconds: float = 0.0
@@ -47,8 +48,9 @@ class Summary:
         verdict = verdict or j.verdict
         self.frames += 1
         self.late += late
-        if verdict == "NG":
+        if verdict in ("NG", "NOVEL"):  # NOVEL is a reject too, and counted apart
             self.ng += 1
+            self.novel += verdict == "NOVEL"
         elif verdict == "OK":
             self.ok += 1
         else:
@@ -79,6 +81,7 @@ class Summary:
             "frames": self.frames,
             "ok": self.ok,
             "ng": self.ng,
+            "novel": self.novel,
             "error": self.error,
             "late": self.late,
             "deadline_ms": self.deadline_ms,
@@ -106,7 +109,9 @@ class Summary:
             late = f"; late {d['late']} (deadline {self.deadline_ms:g} ms)"
         lines = [
             f"twinspect run: {d['source']}",
-            f"  frames {d['frames']}: OK {d['ok']}, NG {d['ng']}, ERROR {d['error']}{late}; "
+            f"  frames {d['frames']}: OK {d['ok']}, NG {d['ng']}"
+            + (f" (NOVEL {d['novel']})" if d.get("novel") else "")
+            + f", ERROR {d['error']}{late}; "
             f"yield {y} (OK of judged) in {d['seconds']:.1f} s"
             + (f"; stopped by {self.stopped_by}" if self.stopped_by else ""),
             f"  threshold {d['threshold']:.6g} ({d['threshold_from']})"

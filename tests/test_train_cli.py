@@ -88,6 +88,9 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
         "median_good_score",
     }
     assert ref["labels"]["0"] == "good" and ref["labels"]["2"] == "blocked hole"
+    protos = ref["prototypes"]  # each known defect type, for NG → nearest type / NOVEL
+    assert set(protos) == {"1", "2", "3", "4", "5"}
+    assert all(len(p["vector"]) == 128 and p["radius"] > 0 for p in protos.values())
     t = ref["training"]
     assert t["epochs"] == 5 and t["seed"] == 1 and t["arch"] == "mlp" and t["n_val"] > 0
     assert len(t["data_sha256"]) == 64 and t["data"].endswith("train")

@@ -147,6 +147,7 @@ class Result:
     pair_labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     train_seconds: float = 0.0
+    prototypes: dict = field(default_factory=dict)  # label → Prototype (known defect types)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -540,6 +541,7 @@ def train(cfg: TrainConfig) -> Result:
     pair_threshold = choose_threshold(pair_scores, pair_labels != GOOD, policy)
     pair_report = report(pair_scores, pair_labels.tolist(), pair_threshold)
 
+    prototypes = defect_prototypes(embedding, x, data)
     metrics = {
         "arch": cfg.arch,
         "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
@@ -589,7 +591,29 @@ def train(cfg: TrainConfig) -> Result:
         pair_labels=pair_labels,
         holdout_scores=holdout_scores,
         train_seconds=train_seconds,
+        prototypes=prototypes,
     )
+
+
+def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
+    """Each known defect type's mean training embedding, and the radius that holds 95% of its
+    validation parts (its training parts sit closer than new ones will). An NG part outside
+    every radius is NOVEL on the line. Types with no validation part are left out."""
+    from edge_runtime.scoring import Prototype
+
+    out = {}
+    tr_lab, va_lab = data.labels[data.train_idx], data.labels[data.val_idx]
+    for label in sorted(set(tr_lab.tolist()) - {GOOD}):
+        val = data.val_idx[va_lab == label]
+        if val.size == 0:
+            continue
+        centre = embed(embedding, x[data.train_idx[tr_lab == label]]).mean(axis=0)
+        d = np.linalg.norm(embed(embedding, x[val]) - centre, axis=1)
+        radius = float(np.quantile(d, 0.95))
+        if radius > 0:
+            n = int((tr_lab == label).sum())
+            out[label] = Prototype(centre, radius, n)
+    return out
 
 
 def config_dict(cfg: TrainConfig) -> dict:

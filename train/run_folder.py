@@ -39,6 +39,7 @@ REFERENCE_SECTIONS = (
     "metric",
     "threshold",
     "labels",
+    "prototypes",
     "training",
 )
 
@@ -130,6 +131,7 @@ def reference_dict(r: Result) -> dict:
             "calibration": r.metrics["calibration"],
         },
         "labels": label_names(r),
+        "prototypes": {k: p.to_dict() for k, p in r.prototypes.items()},
         "training": {
             "data": data.source,
             "data_sha256": data.sha256,

@@ -27,7 +27,8 @@ TREND_POINTS = 300  # per camera, on the score chart
 RECENT_SCORES = 1000  # per camera, for the threshold preview
 DRIFT_WINDOW = 200  # model-OK scores in the rolling median (as /metrics)
 MAX_ITEMS = 50_000  # NG items kept per camera (the newest)
-NEAREST_KEYS = ("nearest_defect", "defect_type")  # a record's nearest defect type, if any
+# a record's nearest known defect type, if any (edge_runtime.records: nearest_type)
+NEAREST_KEYS = ("nearest_type", "nearest_defect", "defect_type")
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class CameraRecords:
         self.recent.append(score)
         if model_verdict == "OK":
             self.ok_scores.append(score)
-        if verdict == "NG" and rec.get("saved_crop"):
+        if verdict in ("NG", "NOVEL") and rec.get("saved_crop"):
             self._add_item(rec, score, when)
 
     def _add_item(self, rec: dict, score: float, when: datetime) -> None:

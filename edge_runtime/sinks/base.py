@@ -28,7 +28,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from edge_runtime.errors import BadInput
 from edge_runtime.sinks.queue import MAX_RECORDS, WHEN_FULL, DurableQueue, Entry, Forwarder
 
-VERDICTS = ("OK", "NG", "ERROR")
+VERDICTS = ("OK", "NG", "NOVEL", "ERROR")
 DEFAULT_CAMERA = "cam1"
 # Record fields a verdict payload carries, beyond seq, camera and verdict (see the JSON Schema).
 PAYLOAD_FIELDS = ("part_id", "frame", "ts", "score", "score_norm", "threshold", "reason", "late")

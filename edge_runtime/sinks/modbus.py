@@ -11,7 +11,7 @@ holding register is 40001 + address, a coil 00001 + address):
               whole number 0…4294967295, else its frame index
       +2, +3  score × 10000, unsigned 32-bit, high word first (rounded, at most 4294967294);
               4294967295 = no score (an ERROR verdict)
-      +4      verdict code: 1 OK, 2 NG, 3 ERROR (0 until the first part)
+      +4      verdict code: 1 OK, 2 NG, 3 ERROR, 4 NOVEL (0 until the first part)
       +5      sequence counter: the record's seq folded into 1…65535 (never 0); written LAST
       +6      heartbeat: +1 (wrapping at 65536) every heartbeat_s seconds (default 1) while
               the station runs, parts or not: a PLC that sees it stop knows the station is gone
@@ -46,7 +46,9 @@ from edge_runtime.errors import BadInput, MissingExtra
 from edge_runtime.sinks.base import QueuedSink, parse_target, queue_file, quiet
 from edge_runtime.sinks.queue import Entry
 
-VERDICT_CODES = {"OK": 1, "NG": 2, "ERROR": 3}
+# NOVEL (NG, and like no known defect type) is a reject: it sets the NG coil, and its own code
+VERDICT_CODES = {"OK": 1, "NG": 2, "ERROR": 3, "NOVEL": 4}
+COILS = (("OK",), ("NG", "NOVEL"), ("ERROR",))  # coil +0, +1, +2: the verdicts that set it
 PART_ID, SCORE, VERDICT, SEQUENCE, HEARTBEAT, ACK = 0, 2, 4, 5, 6, 7  # offsets from hr_base
 NO_SCORE = 0xFFFFFFFF
 BUDGET_S = 1.0  # stop starting new parts after this long in one attempt
@@ -144,7 +146,7 @@ class ModbusSink(QueuedSink):
         c, hr = self._client, self.hr_base
         self._call("write registers", c.write_registers, hr + PART_ID, registers(entry))
         verdict = entry.record["verdict"]
-        coils = [verdict == v for v in VERDICT_CODES]
+        coils = [verdict in vs for vs in COILS]
         self._call("write coils", c.write_coils, self.coil_base, coils)
         seq = sequence_value(entry.seq)
         self._call("write sequence", c.write_register, hr + SEQUENCE, seq)

@@ -15,7 +15,7 @@ variables (node ids `ns=2;s=<camera>.<Name>`):
     LastPartId   String    the record's part_id, else its frame index
     LastScore    Double    the score (NaN for ERROR)
     LastTime     DateTime  the frame's capture time
-    CountOK, CountNG, CountERROR, CountLate   UInt32
+    CountOK, CountNG, CountNOVEL, CountERROR, CountLate   UInt32 (NOVEL parts count in NOVEL only)
     Status       String    starting | running | down (an outage not recovered) | stopped
 
 `late` counts records whose `late` field is true: the station marks a verdict that came after
@@ -47,7 +47,7 @@ from edge_runtime.sinks.base import DEFAULT_CAMERA, Sink, is_verdict, parse_targ
 NAMESPACE = "urn:twinspect:station"
 NO_TIME = datetime(1601, 1, 1, tzinfo=UTC)  # OPC UA's "no date"
 START_TIMEOUT_S = 30.0
-COUNTERS = {"OK": "CountOK", "NG": "CountNG", "ERROR": "CountERROR"}
+COUNTERS = {"OK": "CountOK", "NG": "CountNG", "NOVEL": "CountNOVEL", "ERROR": "CountERROR"}
 
 
 @dataclass
