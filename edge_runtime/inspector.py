@@ -39,7 +39,7 @@ class Judgement:
     score_ns: int = 0
     batch: int = 1
     nearest: str | None = None  # the known defect type an NG part is nearest to
-    type_distance: float | None = None  # its distance to that type, in the type's radii
+    type_distance: float | None = None  # distance to the known types in radii (> 1: NOVEL)
 
     @property
     def total_ns(self) -> int:

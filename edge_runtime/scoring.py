@@ -100,9 +100,11 @@ class Prototype:
 def nearest_types(
     embeddings: np.ndarray, prototypes: dict[str, Prototype]
 ) -> list[tuple[str, float, float]]:
-    """(label, distance, distance / radius) of the nearest known type for each row, nearest
-    measured in radii so a spread-out type is not out-voted by a tight one. A part whose ratio
-    is above 1 for every type is like none of them: NOVEL when it is also not good."""
+    """(label, distance, novelty) for each row: the known type whose centre is nearest, its
+    Euclidean distance, and the smallest distance/radius over all types. Novelty above 1 means
+    outside every type's radius — like none of them: NOVEL when the part is also not good.
+    (Naming by radii instead let the widest type, the scratches, claim almost every part: the
+    default line's bent tongues were named right 1% of the time against 55% by distance.)"""
     if not prototypes:
         return []
     labels = list(prototypes)
@@ -112,9 +114,9 @@ def nearest_types(
     d = np.sqrt(np.maximum(
         (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :], 0.0
     ))  # fmt: skip
-    ratio = d / radii[None, :]
-    best = ratio.argmin(axis=1)
-    return [(labels[b], float(d[i, b]), float(ratio[i, b])) for i, b in enumerate(best)]
+    novelty = (d / radii[None, :]).min(axis=1)
+    best = d.argmin(axis=1)
+    return [(labels[b], float(d[i, b]), float(novelty[i])) for i, b in enumerate(best)]
 
 
 def knn_distances(embeddings: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:

@@ -18,12 +18,14 @@ def test_nearest_type_is_measured_in_radii_by_hand():
         "burr": Prototype(np.array([0.0, 0.0]), 1.0, 10),
         "crack": Prototype(np.array([10.0, 0.0]), 8.0, 10),
     }
-    # (4, 0): 4 from burr (4 radii), 6 from crack (0.75 radii) → crack, though burr is nearer
-    (label, dist, ratio), (label2, _, ratio2) = nearest_types(
-        np.array([[4.0, 0.0], [0.5, 0.0]]), protos
+    # (4, 0): 4 from burr (4 radii), 6 from crack (0.75 radii) → named burr, the nearer centre,
+    # and not novel: it lies inside crack's wide radius
+    (label, dist, novelty), (label2, _, novelty2), (_, _, far) = nearest_types(
+        np.array([[4.0, 0.0], [0.5, 0.0], [5.0, 40.0]]), protos
     )
-    assert (label, dist, ratio) == ("crack", 6.0, 0.75)
-    assert label2 == "burr" and ratio2 == 0.5
+    assert (label, dist, novelty) == ("burr", 4.0, 0.75)
+    assert label2 == "burr" and novelty2 == 0.5
+    assert far > 1  # outside both radii: like neither
     assert nearest_types(np.zeros((1, 2)), {}) == []
 
 
