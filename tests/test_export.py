@@ -205,3 +205,12 @@ def test_parity_reports_the_images_it_compared(untrained_run, tmp_path, capsys):
     parity = json.loads((out / "model.json").read_text())["parity"]
     assert parity["images"] == 256 and parity["validation_images"] == 64
     assert parity["shifted_copies"] == 192
+
+
+def test_a_score_on_the_threshold_is_a_tie_not_a_conversion_error():
+    from export.build import verdict_flips
+
+    keras = np.array([0.10, 0.20, 0.30])
+    onnx = np.array([0.10, 0.2000001, 0.31])  # the second sits on the threshold, rounding differs
+    assert verdict_flips(keras, onnx, 0.20) == (0, 1)
+    assert verdict_flips(keras, np.array([0.10, 0.20, 0.19]), 0.25) == (1, 0)  # a real flip
