@@ -24,15 +24,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from edge_runtime.cli import main
 from edge_runtime.errors import BadInput
+from edge_runtime.linesim import MjpegCamera
 from edge_runtime.page.versions import LogTampered, ModelVersions
 from edge_runtime.sidecar import Sidecar
 from edge_runtime.synthetic.writer import Config, generate
@@ -49,55 +48,6 @@ ROI = "106,81,108,78"
 
 
 # ----------------------------------------------------------------------------- plumbing
-class MjpegCamera:
-    """A recording replayed as an IP camera's MJPEG stream on 127.0.0.1, `fps` frames a second,
-    until stopped (a test stops it to freeze the counts)."""
-
-    def __init__(self, frames: list[Path], fps: float = 8.0) -> None:
-        self.jpegs = [cv2.imencode(".jpg", cv2.imread(str(p)))[1].tobytes() for p in frames]
-        self.fps, self.port, self._server = fps, 0, None
-        self._closing = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
-    def start(self) -> None:
-        jpegs, closing, wait = self.jpegs, threading.Event(), 1.0 / self.fps
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                i = 0
-                try:
-                    while not closing.is_set():
-                        jpeg = jpegs[i % len(jpegs)]
-                        head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
-                        self.wfile.write(head.encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                        i += 1
-                        time.sleep(wait)
-                except OSError:
-                    pass
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        self._closing = closing
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._closing.set()
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
 def wait_for(what: str, cond: Callable[[], object], proc=None, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,7 +156,7 @@ def served(tmp_path_factory, untrained_model_dir, untrained_run, line) -> Iterat
     root = tmp_path_factory.mktemp("station")
     model = root / "model"
     shutil.copytree(untrained_model_dir, model)
-    camera = MjpegCamera(sorted((line / "recording" / "frames").glob("*.png")))
+    camera = MjpegCamera(sorted((line / "recording" / "frames").glob("*.png")), 1 / 8)
     camera.start()
     s = Served(root, model, untrained_run, camera)
     yield s
