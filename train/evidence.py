@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -166,6 +167,17 @@ def runtime_embed_us(bench_json: dict) -> float | None:
     """The batch-1 embed stage p50 in µs from bench's JSON."""
     v = dig(bench_json, "latency_us", "embed", "p50")
     return float(v) if isinstance(v, int | float) else None
+
+
+SECTION = re.compile(r"^<!-- ([\w-]+):begin -->$.*?^<!-- \1:end -->$", re.S | re.M)
+
+
+def write_keeping_sections(path: Path, text: str) -> None:
+    """Write BENCHMARKS.md, keeping the sections other benchmarks own (`make bench-surface`,
+    `make soak`, the page's cost: each between its `<!-- name:begin/end -->` markers)."""
+    old = path.read_text() if path.exists() else ""
+    kept = [m.group(0) for m in SECTION.finditer(old) if m.group(0) not in text]
+    path.write_text(text.rstrip("\n") + "".join(f"\n\n{k}" for k in kept) + "\n")
 
 
 def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
@@ -323,7 +335,7 @@ def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(res, indent=1, default=_jsonable) + "\n")
-    out_md.write_text(markdown(res))
+    write_keeping_sections(out_md, markdown(res))
     LOG(f"wrote {out_md} and {out_json}")
     return res
 
@@ -376,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.render_only:
-        Path(args.out).write_text(markdown(read_json(Path(args.render_only))))
+        write_keeping_sections(Path(args.out), markdown(read_json(Path(args.render_only))))
         return 0
     Policy.parse(POLICY)
     plan = Plan.make(args)
