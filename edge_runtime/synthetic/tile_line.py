@@ -26,19 +26,15 @@ from edge_runtime.synthetic.baseline import template_auroc
 from edge_runtime.synthetic.tile_defects import DEFECT_LABELS, GOOD, LABEL_NAMES
 from edge_runtime.synthetic.tile_surface import ASPECT, PREVIEW_PX, SIDE_PX
 from edge_runtime.synthetic.writer import (
-    GENERATOR,
-    GENERATOR_VERSION,
     SPLIT_CODES,
     Config,
+    begin,
     chunks,
     image_rng,
     log,
     png_bytes,
     pool_map,
-    prepare_out,
-    require_format,
     split_labels,
-    write_label_names,
     write_recording,
     write_split,
 )
@@ -198,26 +194,15 @@ def _observed(stills: list[Still]) -> dict:
 
 def generate_tile(cfg: Config) -> dict:
     """Write the tile line under cfg.out (cfg already resolved and checked); the manifest."""
-    out = Path(cfg.out)
-    require_format(cfg.format)
-    prepare_out(out)
-    write_label_names(out, LABEL_NAMES)
-    t_all = time.perf_counter()
-    manifest: dict = {
-        "generator": GENERATOR,
-        "generator_version": GENERATOR_VERSION,
-        "product": "tile",
-        "seed": cfg.seed,
-        "difficulty": cfg.difficulty,
-        "defect_rate": cfg.defect_rate,
-        "flip_labels": cfg.flip_labels,
-        "format": cfg.format,
+    fields = {
         "image_size": {"sides_px": list(SIDE_PX), "aspect_w_over_h": list(ASPECT)},
         "defect_unit": f"1 px of the image shrunk (aspect kept) to fit {PREVIEW_PX}×{PREVIEW_PX}",
         "label_names": LABEL_NAMES,
         "masks": "ground_truth/<split>/<label>/NNNNNN_mask.png",
         "counts": {},
     }
+    out, manifest = begin(cfg, "tile", LABEL_NAMES, fields)
+    t_all = time.perf_counter()
     data: dict[str, tuple[list[Still], list[str]]] = {}
     for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
         t0 = time.perf_counter()

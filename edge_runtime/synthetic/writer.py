@@ -421,25 +421,31 @@ def write_split(
     return written
 
 
-def _generate(cfg: Config) -> dict:
+def begin(cfg: Config, product: str, names: dict[str, str], fields: dict) -> tuple[Path, dict]:
+    """What every product does first: OUT prepared, labels.json written, and the manifest's
+    common head followed by the product's own `fields`."""
     out = Path(cfg.out)
     require_format(cfg.format)
     prepare_out(out)
-    write_label_names(out, LABEL_NAMES)
-    t_all = time.perf_counter()
+    write_label_names(out, names)
     manifest: dict = {
         "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
-        "product": cfg.product,
+        "product": product,
         "seed": cfg.seed,
         "difficulty": cfg.difficulty,
         "defect_rate": cfg.defect_rate,
         "flip_labels": cfg.flip_labels,
         "format": cfg.format,
-        "image_size": {"height": 26, "width": 36},
-        "label_names": LABEL_NAMES,
-        "counts": {},
+        **fields,
     }
+    return out, manifest
+
+
+def _generate(cfg: Config) -> dict:
+    fields = {"image_size": {"height": 26, "width": 36}, "label_names": LABEL_NAMES, "counts": {}}
+    out, manifest = begin(cfg, cfg.product, LABEL_NAMES, fields)
+    t_all = time.perf_counter()
     data: dict[str, tuple[np.ndarray, list[str]]] = {}
     for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
         t0 = time.perf_counter()
