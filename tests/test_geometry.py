@@ -181,3 +181,14 @@ def test_runtime_tensor_equals_training_tensor(tmp_path, fit_mode, channels):
 
     keras_emb = load_model(run / "embedding.keras").predict(x_train, verbose=0)
     assert np.allclose(model.embed(x_train), keras_emb, atol=1e-4)
+
+
+def test_schema_2_sidecar_from_before_pad_mode_pads_with_its_constant(untrained_model_dir):
+    """pad_mode arrived within schema 2: a sidecar without it meant the constant fill."""
+    d = json.loads((untrained_model_dir / "model.json").read_text())
+    del d["input"]["pad_mode"]
+    d["input"]["pad_value"] = 7
+    spec = Sidecar.from_dict(d).input
+    assert spec.pad_mode == "constant" and spec.pad_value == 7
+    patch = prepare(np.full((10, 40), 200, np.uint8), spec)  # 26×36 ← 1:4, rows 8..16 filled
+    assert patch[0, 0] == 7 and patch[13, 18] == 200

@@ -214,6 +214,7 @@ def label_auroc(scores: np.ndarray, labels, label: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Fit every baseline on the train split, print test AUROCs (overall and per defect)."""
     from edge_runtime.datasets import load_labeled
+    from edge_runtime.geometry import parse_input_size
     from edge_runtime.preprocess import InputSpec
 
     argv = sys.argv[1:] if argv is None else argv
@@ -228,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--size" in argv:
         k = argv.index("--size")
         try:
-            h, _, w = argv[k + 1].lower().partition("x")
-            spec = InputSpec(height=int(h), width=int(w or h))
-        except (IndexError, ValueError, BadInput):
+            size = parse_input_size(argv[k + 1])
+            if size is None:
+                raise BadInput("auto")
+            spec = InputSpec(height=size[0], width=size[1], fit="stretch")
+        except (IndexError, BadInput):
             print("error: --size needs HxW in whole pixels, e.g. 64x64", file=sys.stderr)
             return 2
         argv = argv[:k] + argv[k + 2 :]

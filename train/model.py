@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from edge_runtime.errors import BadInput
+from edge_runtime.geometry import MIN_SIDE  # auto never picks less; smaller inputs are refused
 from edge_runtime.preprocess import InputSpec
 from train import require_keras
 
@@ -32,7 +33,6 @@ SMALL_MAX_SIDE = 48
 STEM_CHANNELS = 16
 STAGE_CHANNELS = (32, 64, 64, 64, 64)
 FEATURE_SIDE = 8
-MIN_INPUT_SIDE = 16  # edge_runtime.geometry.MIN_SIDE: smaller inputs are refused
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
@@ -84,10 +84,10 @@ def input_spec(
     """The input each architecture takes: flat H·W·C values for the MLP, N×H×W×C for the CNN."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}")
-    if arch == "cnn" and min(size) < MIN_INPUT_SIDE:
+    if arch == "cnn" and min(size) < MIN_SIDE:
         raise BadInput(
             f"--input-size {size[0]}x{size[1]} is too small for the cnn network "
-            f"(needs at least {MIN_INPUT_SIDE} px on each side)"
+            f"(needs at least {MIN_SIDE} px on each side)"
         )
     return InputSpec(
         height=size[0],
