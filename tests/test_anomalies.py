@@ -20,7 +20,7 @@ def _padded_parts(n: int = 12, channels: int = 1) -> np.ndarray:
 def test_content_box_finds_the_part_inside_the_pad():
     img = _padded_parts(1)[0]
     assert content_box(img, pad_value=0) == (12, 2, 52, 62)
-    assert content_box(img, pad_value=-1) == (0, 0, 64, 64)  # reflect padding: no pad value
+    assert content_box(img, pad_value=None) == (0, 0, 64, 64)  # reflect padding: no pad value
 
 
 @pytest.mark.parametrize("kind", KINDS)

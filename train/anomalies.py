@@ -20,9 +20,12 @@ import numpy as np
 KINDS = ("scratch", "pit", "cutpaste", "stain", "blur", "chip")
 
 
-def content_box(img: np.ndarray, pad_value: int) -> tuple[int, int, int, int]:
-    """(y0, x0, y1, x1) of the rows/columns not entirely equal to the pad value."""
+def content_box(img: np.ndarray, pad_value: int | None) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of the rows/columns not entirely equal to the pad value; the whole
+    image when there is none (mirrored borders look like the part)."""
     g = img if img.ndim == 2 else img[..., 0]
+    if pad_value is None:
+        return 0, 0, g.shape[0], g.shape[1]
     rows = np.flatnonzero((g != pad_value).any(axis=1))
     cols = np.flatnonzero((g != pad_value).any(axis=0))
     if rows.size < 4 or cols.size < 4:
@@ -149,7 +152,7 @@ MAKERS: dict[str, Callable] = {
 
 
 def synthesize(
-    images: np.ndarray, rng: np.random.Generator, pad_value: int = 0, kinds=KINDS
+    images: np.ndarray, rng: np.random.Generator, pad_value: int | None = 0, kinds=KINDS
 ) -> np.ndarray:
     """One random anomaly in each image (a copy); the kinds in equal shares."""
     out = np.empty_like(images)

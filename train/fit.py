@@ -441,7 +441,7 @@ def with_synthetic(
         return right
     base = right[sel] if goods is None else goods[rng.integers(len(goods), size=sel.size)]
     out = np.array(right, copy=True)
-    pad = spec.pad_value if spec.pad_mode == "constant" else -1
+    pad = spec.pad_value if spec.pad_mode == "constant" else None
     out[sel] = synthesize(base, rng, pad_value=pad)
     return out
 
