@@ -8,6 +8,8 @@ Convention everywhere: positive = defect; NG when score > threshold.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -91,4 +93,32 @@ def report(scores: np.ndarray, labels: list[str], threshold: float) -> dict:
             "auroc": auroc(s[keep], sel[keep]),
             "escape_rate": 1.0 - caught / int(sel.sum()),
         }
+    return out
+
+
+def verdicts_by_label(
+    labels: list[str],
+    verdicts: list[str],
+    nearest: list[str | None],
+    known: Container[str],
+) -> dict:
+    """The line's verdicts counted per true label: how often each kind of part passes, is
+    rejected as a known type (NG) or as a kind like none of them (NOVEL), and — for labels that
+    are known types — how many rejected parts were named after the right type.
+
+    Detection figures say whether a part is rejected; a line engineer also acts on *what* it is
+    called, and a held-out or new defect kind should come out NOVEL. named_right is None for a
+    label that is no known type (good parts, held-out kinds): there is no right name to hit.
+    """
+    out: dict[str, dict] = {}
+    for label in sorted(set(labels)):
+        is_known = label in known
+        out[label] = {"n": 0, "OK": 0, "NG": 0, "NOVEL": 0, "named_right": 0 if is_known else None}
+        out[label]["known"] = is_known
+    for label, verdict, near in zip(labels, verdicts, nearest, strict=True):
+        row = out[label]
+        row["n"] += 1
+        row[verdict] += 1
+        if row["known"] and verdict in ("NG", "NOVEL") and near == label:
+            row["named_right"] += 1
     return out

@@ -407,9 +407,15 @@ def evaluate(
     threads: int = 1,
     spin: bool = False,
 ) -> dict:
-    """Score a labeled source with the runtime alone and return the figures."""
+    """Score a labeled source with the runtime alone and return the figures.
+
+    With defect-type prototypes in the sidecar the figures also hold `verdicts`: per true label,
+    the counts of OK/NG/NOVEL the line would record (the Inspector's own `judge`, at the
+    threshold used here) and how many rejected parts were named after the right type — the
+    known-vs-novel confusion that AUROC and escape rates cannot show.
+    """
     from edge_runtime.datasets import load_labeled
-    from edge_runtime.evaluation import report
+    from edge_runtime.evaluation import report, verdicts_by_label
     from edge_runtime.inspector import Inspector
     from edge_runtime.model import SessionOptions, load_model_dir
 
@@ -417,11 +423,23 @@ def evaluate(
     split, split_note = choose_split(str(data), split)
     ds = load_labeled(data, split=split, spec=model.spec, roi=roi)
     inspector = Inspector(model, None, threshold, max_batch=batch)
-    scores = inspector.score_patches(ds.images)
+    protos = model.sidecar.prototypes
+    verdicts = None
+    if protos:
+        scores, judged = inspector.judge_patches(ds.images)
+        verdicts = verdicts_by_label(
+            ds.labels, [v.verdict for v in judged], [v.nearest for v in judged], protos
+        )
+    else:
+        scores = inspector.score_patches(ds.images)
     figures = report(scores, ds.labels, inspector.threshold)
     names = model.sidecar.labels
     for label, d in figures["per_label"].items():
         d["name"] = names.get(label, label)
+    if verdicts is not None:
+        for label, d in verdicts.items():
+            d["name"] = names.get(label, label)
+        figures["verdicts"] = verdicts
     return {
         "model": str(model_dir),
         "data": ds.source,
@@ -452,6 +470,26 @@ def format_figures(f: dict) -> str:
             name = f"{label} ({d['name']})" if d["name"] != label else label
             lines.append(
                 f"    {name:<18} {d['n']:>6} {_fmt(d['auroc']):>8} {_fmt(d['escape_rate']):>8}"
+            )
+    if f.get("verdicts"):  # only a model with defect-type prototypes; old JSON has none
+        lines.append(
+            "  verdicts by label (known types named by nearest prototype; NOVEL = like no "
+            "known type)"
+        )
+        names = {
+            label: f"{label} ({d['name']})" if d.get("name", label) != label else label
+            for label, d in f["verdicts"].items()
+        }
+        w = max(18, *map(len, names.values()))  # user's names can be long: keep columns aligned
+        lines.append(f"    {'label':<{w}} {'n':>6} {'OK':>7} {'NG':>7} {'NOVEL':>7}  named right")
+        for label, d in f["verdicts"].items():
+            if d["named_right"] is None:
+                right = "— (not a known type)" if label != "0" else "—"
+            else:
+                right = f"{d['named_right']}/{d['NG'] + d['NOVEL']}"
+            lines.append(
+                f"    {names[label]:<{w}} {d['n']:>6} {d['OK']:>7} {d['NG']:>7} {d['NOVEL']:>7}"
+                f"  {right}"
             )
     if f["skipped"]:
         first = f["skipped"][0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from time import perf_counter_ns
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from edge_runtime.errors import BadInput, TwinspectError
 from edge_runtime.model import EmbeddingModel
 from edge_runtime.preprocess import Roi, crop, placement, prepare, to_tensor
-from edge_runtime.scoring import nearest_types
+from edge_runtime.scoring import Prototype, nearest_types
 
 BLANK_STD = 1.0  # gray levels: a part always has more contrast than this; a capped lens does not
 
@@ -44,6 +45,36 @@ class Judgement:
     @property
     def total_ns(self) -> int:
         return self.pre_ns + self.embed_ns + self.score_ns
+
+
+class Verdict(NamedTuple):
+    """What the line decides about one scored part, before timing and records are attached."""
+
+    verdict: str  # "OK", "NG" or "NOVEL"
+    nearest: str | None = None  # NG/NOVEL with prototypes: the nearest known defect type
+    type_distance: float | None = None  # distance to the known types in radii (> 1: NOVEL)
+
+
+def judge(
+    score: float,
+    threshold: float,
+    embedding: np.ndarray | None,
+    prototypes: dict[str, Prototype],
+) -> Verdict:
+    """The verdict of one scored part: NG above the threshold, then named after the nearest known
+    defect type and NOVEL when outside every type's radius.
+
+    The one place this is decided, so that `twinspect eval` counts exactly the verdicts that
+    `twinspect run` records for the same embeddings (eval's known/novel table is only worth
+    reading if it is the line's own judgement). A NaN score is OK here as it always was on the
+    line: `score > threshold` is false.
+    """
+    if not score > threshold:
+        return Verdict("OK")
+    if not prototypes or embedding is None:
+        return Verdict("NG")
+    nearest, _, novelty = nearest_types(embedding, prototypes)[0]
+    return Verdict("NOVEL" if novelty > 1.0 else "NG", nearest, novelty)
 
 
 def normalize(score: float, threshold: float) -> float:
@@ -124,12 +155,9 @@ class Inspector:
     def _verdict(self, j: Judgement, score: float, emb: np.ndarray | None = None) -> None:
         j.score = float(score)
         j.score_norm = normalize(j.score, self.threshold)
-        j.verdict = "NG" if j.score > self.threshold else "OK"
-        protos = self.model.sidecar.prototypes
-        if j.verdict == "NG" and protos and emb is not None:
-            j.nearest, _, j.type_distance = nearest_types(emb, protos)[0]
-            if j.type_distance > 1.0:
-                j.verdict = "NOVEL"
+        j.verdict, j.nearest, j.type_distance = judge(
+            j.score, self.threshold, emb, self.model.sidecar.prototypes
+        )
 
     # ------------------------------------------------------------------ public
     def inspect(self, image: np.ndarray | None) -> Judgement:
@@ -171,12 +199,32 @@ class Inspector:
             out.extend(js)
         return out
 
-    def score_patches(self, patches: np.ndarray) -> np.ndarray:
-        """Scores of already-prepared uint8 N×H×W patches (labeled data), in max_batch chunks."""
+    def score_patches(
+        self, patches: np.ndarray, embeddings: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores of already-prepared uint8 N×H×W patches (labeled data), in max_batch chunks.
+
+        `embeddings` (N×D float32), when given, receives each patch's embedding: the bound
+        output buffer is reused by the next chunk, so a caller that needs them must keep a copy.
+        """
         scores = np.empty(len(patches), dtype=np.float64)
         for start in range(0, len(patches), self.max_batch):
             chunk = patches[start : start + self.max_batch]
             n = len(chunk)
             to_tensor(chunk, self.spec, out=self._x[:n])
-            scores[start : start + n] = self.model.score(self._embed(n))
+            emb = self._embed(n)
+            scores[start : start + n] = self.model.score(emb)
+            if embeddings is not None:
+                embeddings[start : start + n] = emb
         return scores
+
+    def judge_patches(self, patches: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
+        """Scores and the line's verdicts (OK/NG/NOVEL with the nearest known type) of
+        already-prepared patches: what `run` would record for each, for eval to tabulate."""
+        emb = np.empty((len(patches), self.model.sidecar.embedding_dim), dtype=np.float32)
+        scores = self.score_patches(patches, emb)
+        protos = self.model.sidecar.prototypes
+        verdicts = [
+            judge(float(s), self.threshold, e, protos) for s, e in zip(scores, emb, strict=True)
+        ]
+        return scores, verdicts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -78,3 +79,139 @@ def test_modbus_writes_novel_as_its_own_code_and_as_a_reject_coil():
 
     assert VERDICT_CODES["NOVEL"] == 4
     assert [("NOVEL" in vs) for vs in COILS] == [False, True, False]  # the NG (reject) coil
+
+
+# ------------------------------------------------------------- eval: known vs novel per label
+def _kinds_folder(root, spec) -> tuple[list[np.ndarray], list[str]]:
+    """A labeled folder of model-sized blobs: good, two kinds that become known types and one
+    kind ("3") the prototypes never see, as a held-out defect would be. The first 4 parts of
+    kind 2 also carry kind 1's defect, so some rejected parts are named after the wrong type."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    cy, cx = spec.height // 2, spec.width // 2
+    images, labels = [], []
+    for label in ("0", "1", "2", "3"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            img = np.clip(rng.normal(90, 20, spec.patch_shape), 0, 255)
+            if label == "1":
+                img[cy - 3 : cy + 3, cx - 3 : cx + 3] += 120
+            elif label == "2":
+                img[:6, :6] -= 80
+                if i < 4:
+                    img[cy - 3 : cy + 3, cx - 3 : cx + 3] += 120
+            elif label == "3":
+                img[cy - 1 : cy + 1, :] += 150
+            img = np.clip(img, 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / label / f"{i:02d}.png"), img)
+            images.append(img)
+            labels.append(label)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def kinds(untrained_model_dir, tmp_path_factory):
+    """The folder, the exported model with prototypes of kinds 1 and 2 fitted to their own
+    embeddings (kind 2: its single-defect parts; radius: the median distance, so some parts of
+    each kind fall outside: NOVEL), and a threshold at the median score, so some parts pass
+    and some are rejected."""
+    from edge_runtime.model import load_model_dir
+    from edge_runtime.preprocess import to_tensor
+
+    tmp = tmp_path_factory.mktemp("kinds")
+    model = load_model_dir(untrained_model_dir)
+    images, labels = _kinds_folder(tmp / "data", model.spec)
+    emb = model.embed(to_tensor(np.stack(images), model.spec)).astype(np.float64)
+    lab = np.array(labels)
+    protos = {}
+    for label, skip in (("1", 0), ("2", 4)):
+        own = emb[lab == label][skip:]
+        centre = own.mean(axis=0)
+        radius = float(np.median(np.linalg.norm(own - centre, axis=1)))
+        protos[label] = Prototype(centre, radius, len(own))
+    d = json.loads((untrained_model_dir / "model.json").read_text())
+    d["prototypes"] = {k: p.to_dict() for k, p in protos.items()}
+    out = tmp / "model"
+    shutil.copytree(untrained_model_dir, out)
+    (out / "model.json").write_text(json.dumps(d))
+    threshold = float(np.median(model.score(emb)))
+    return tmp / "data", out, threshold
+
+
+def test_eval_verdicts_are_the_lines_verdicts_image_by_image(kinds, tmp_path, capsys):
+    """eval's known-vs-novel table counts what `run` would record: the same images judged one
+    by one through Inspector.inspect at the --threshold override give the same counts."""
+    from edge_runtime.cli import main
+    from edge_runtime.datasets import load_labeled
+    from edge_runtime.inspector import Inspector
+    from edge_runtime.model import load_model_dir
+
+    data, model_dir, threshold = kinds
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--model", str(model_dir), "--data", str(data), "--json", str(out)]
+    assert main([*argv, "--threshold", repr(threshold)]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    verdicts = figures["verdicts"]
+
+    # the line's path: each image judged alone by Inspector.inspect at the same threshold
+    model = load_model_dir(model_dir)
+    insp = Inspector(model, threshold=threshold)
+    ds = load_labeled(data, spec=model.spec)
+    expect: dict[str, dict] = {}
+    for image, label in zip(ds.images, ds.labels, strict=True):
+        j = insp.inspect(image)
+        row = expect.setdefault(label, {"n": 0, "OK": 0, "NG": 0, "NOVEL": 0, "named_right": 0})
+        row["n"] += 1
+        row[j.verdict] += 1
+        row["named_right"] += j.verdict in ("NG", "NOVEL") and j.nearest == label
+    assert set(verdicts) == {"0", "1", "2", "3"} == set(expect)
+    for label, row in verdicts.items():
+        assert row["n"] == row["OK"] + row["NG"] + row["NOVEL"] == 12
+        assert {k: row[k] for k in ("n", "OK", "NG", "NOVEL")} == {
+            k: expect[label][k] for k in ("n", "OK", "NG", "NOVEL")
+        }
+        assert row["known"] is (label in ("1", "2"))
+        if row["known"]:
+            assert row["named_right"] == expect[label]["named_right"]
+        else:  # good parts and the held-out kind have no right name
+            assert row["named_right"] is None
+    # the table is worth reading only if it holds every kind of verdict
+    totals = {v: sum(r[v] for r in verdicts.values()) for v in ("OK", "NG", "NOVEL")}
+    assert all(totals.values()), totals
+    known = [r for r in verdicts.values() if r["known"]]
+    assert any(0 < r["named_right"] < r["NG"] + r["NOVEL"] for r in known), verdicts
+    # and it agrees with the detection figures at the same (overridden) threshold
+    assert figures["threshold"] == threshold and figures["threshold_from"] == "cli"
+    assert totals["OK"] == figures["tn"] + figures["fn"]
+    assert verdicts["0"]["NG"] + verdicts["0"]["NOVEL"] == figures["fp"]
+    assert set(figures["per_label"]) == {"1", "2", "3"}  # unchanged beside it
+
+    lines = printed.splitlines()
+    head = next(i for i, s in enumerate(lines) if s.startswith("  verdicts by label"))
+    assert head > next(i for i, s in enumerate(lines) if "per defect label" in s)
+    assert lines[head + 1].split() == ["label", "n", "OK", "NG", "NOVEL", "named", "right"]
+    row_re = re.compile(r"^    (\S+)(?: \(.*\))?\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)  (.+)$")
+    table = {m[1]: m.groups()[1:] for m in map(row_re.match, lines[head + 2 : head + 6]) if m}
+    assert set(table) == set(verdicts)
+    for label, row in verdicts.items():
+        *counts, right = table[label]
+        assert [int(c) for c in counts] == [row["n"], row["OK"], row["NG"], row["NOVEL"]]
+        if row["known"]:
+            assert right == f"{row['named_right']}/{row['NG'] + row['NOVEL']}"
+        else:
+            assert right.startswith("—")
+    assert table["3"][-1] == "— (not a known type)"
+
+
+def test_eval_without_prototypes_adds_no_verdicts(untrained_model_dir, kinds, tmp_path, capsys):
+    """A model from before prototypes prints and writes what it always did."""
+    from edge_runtime.cli import main
+
+    data, _, threshold = kinds
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--model", str(untrained_model_dir), "--data", str(data), "--json", str(out)]
+    assert main([*argv, "--threshold", repr(threshold)]) == 0
+    assert "verdicts by label" not in capsys.readouterr().out
+    assert "verdicts" not in json.loads(out.read_text())
