@@ -81,41 +81,59 @@ def distances(embeddings: np.ndarray, reference: np.ndarray, metric: Metric) -> 
 
 @dataclass(frozen=True)
 class Prototype:
-    """A known defect type in embedding space: the mean embedding of its training parts and the
-    radius (95th percentile of its validation parts' Euclidean distance to that mean) inside
-    which a part looks like that type."""
+    """A known defect type in embedding space: the mean embedding of its training parts, its
+    shape (the inverse of their Ledoit–Wolf shrunk covariance, schema 3) and the radius — the
+    95th percentile of its validation parts' distance — inside which a part looks like that type.
+    Without a shape (schema-2 sidecars) the distance is Euclidean."""
 
     vector: np.ndarray
     radius: float
     n: int
+    inv_cov: np.ndarray | None = None
+
+    def distance(self, embeddings: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row to the type's centre (Euclidean without a shape)."""
+        diff = np.atleast_2d(np.asarray(embeddings, dtype=np.float64)) - self.vector
+        if self.inv_cov is None:
+            return np.sqrt((diff * diff).sum(axis=1))
+        q = np.einsum("ij,jk,ik->i", diff, np.asarray(self.inv_cov, dtype=np.float64), diff)
+        return np.sqrt(np.maximum(q, 0.0))
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "vector": [round(float(v), 6) for v in self.vector],
             "radius": float(self.radius),
             "n": int(self.n),
         }
+        if self.inv_cov is not None:
+            d["inv_cov"] = [[float(f"{v:.6g}") for v in row] for row in self.inv_cov]
+        return d
 
 
 def nearest_types(
     embeddings: np.ndarray, prototypes: dict[str, Prototype]
 ) -> list[tuple[str, float, float]]:
-    """(label, distance, novelty) for each row: the known type whose centre is nearest, its
-    Euclidean distance, and the smallest distance/radius over all types. Novelty above 1 means
-    outside every type's radius — like none of them: NOVEL when the part is also not good.
-    (Naming by radii instead let the widest type, the scratches, claim almost every part: the
-    default line's bent tongues were named right 1% of the time against 55% by distance.)"""
+    """(label, distance, novelty) for each row: the known type the part is most like, its
+    distance, and the smallest distance/radius over all types. Novelty above 1 means outside
+    every type's region — like none of them: NOVEL when the part is also not good.
+
+    With shapes (schema 3) the type is the one with the smallest Mahalanobis distance in radii:
+    each type's region follows how its parts actually spread, so a wide type (scratches) no longer
+    swallows a kind it was never shown. Measured on the default line with bent tongues held out
+    (`python -m train.novel_rate`): rejected bent tongues flagged NOVEL 0% → 88%, known-type
+    rejects flagged NOVEL 0.6% → 6.8%, known rejects named right 72% → 98%. Without shapes the
+    nearest Euclidean centre names the type (by radii there the widest type claimed almost every
+    part)."""
     if not prototypes:
         return []
     labels = list(prototypes)
-    centres = np.stack([prototypes[k].vector for k in labels]).astype(np.float64)
-    radii = np.array([prototypes[k].radius for k in labels], dtype=np.float64)
-    x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
-    d = np.sqrt(np.maximum(
-        (x * x).sum(1)[:, None] - 2.0 * x @ centres.T + (centres * centres).sum(1)[None, :], 0.0
-    ))  # fmt: skip
-    novelty = (d / radii[None, :]).min(axis=1)
-    best = d.argmin(axis=1)
+    protos = [prototypes[k] for k in labels]
+    radii = np.array([p.radius for p in protos], dtype=np.float64)
+    d = np.stack([p.distance(embeddings) for p in protos], axis=1)
+    ratio = d / radii[None, :]
+    novelty = ratio.min(axis=1)
+    shaped = all(p.inv_cov is not None for p in protos)
+    best = (ratio if shaped else d).argmin(axis=1)
     return [(labels[b], float(d[i, b]), float(novelty[i])) for i, b in enumerate(best)]
 
 

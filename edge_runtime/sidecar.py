@@ -20,8 +20,10 @@ from edge_runtime.scoring import Metric, Prototype
 
 # 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
 # A schema-1 sidecar still loads: it meant gray input stretched to the model size.
-SCHEMA_VERSION = 2
-KNOWN_VERSIONS = (1, 2)
+# 3: prototypes.<label>.inv_cov, each known defect type's shape (Mahalanobis regions for NOVEL).
+# A schema-2 sidecar still loads: its prototypes are Euclidean balls, named by nearest centre.
+SCHEMA_VERSION = 3
+KNOWN_VERSIONS = (1, 2, 3)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:
@@ -237,7 +239,15 @@ def _prototypes(r: _Reader, dim: int) -> dict[str, Prototype]:
             raise BadModel(f"{r.where}: field 'prototypes.{label}.vector' needs {dim} values")
         if not (math.isfinite(radius) and radius > 0):
             raise BadModel(f"{r.where}: field 'prototypes.{label}.radius' must be > 0")
-        out[label] = Prototype(vec, radius, r.get(f"prototypes.{label}.n", int))
+        inv_cov = None
+        if isinstance(raw[label], dict) and "inv_cov" in raw[label]:
+            inv_cov = r.floats(f"prototypes.{label}.inv_cov")
+            if inv_cov.shape != (dim, dim):
+                raise BadModel(
+                    f"{r.where}: field 'prototypes.{label}.inv_cov' is "
+                    f"{'×'.join(map(str, inv_cov.shape))}, needs {dim}×{dim}"
+                )
+        out[label] = Prototype(vec, radius, r.get(f"prototypes.{label}.n", int), inv_cov)
     return out
 
 

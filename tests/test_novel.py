@@ -30,6 +30,38 @@ def test_nearest_type_is_measured_in_radii_by_hand():
     assert nearest_types(np.zeros((1, 2)), {}) == []
 
 
+def test_shaped_types_follow_their_spread_and_name_by_radii():
+    """Schema 3: a type that spreads along one axis claims parts along it, not across it."""
+    long_x = np.diag([1.0 / 25.0, 1.0])  # the "scratch" type spreads 5× wider along x
+    protos = {
+        "scratch": Prototype(np.array([0.0, 0.0]), 2.0, 10, long_x),
+        "burr": Prototype(np.array([6.0, 6.0]), 2.0, 10, np.eye(2)),
+    }
+    along, across = nearest_types(np.array([[8.0, 0.0], [0.0, 4.0]]), protos)
+    # (8, 0): Mahalanobis 8/5 = 1.6 from scratch (0.8 radii): a scratch, not novel
+    assert along[0] == "scratch" and along[1] == pytest.approx(1.6) and along[2] < 1
+    # (0, 4): 4 from scratch (2 radii), √(36+4) ≈ 6.3 from burr (3.2 radii): novel, a scratch
+    assert across[0] == "scratch" and across[2] == pytest.approx(2.0)
+    # Euclidean balls of the same radii would have called (8, 0) novel
+    balls = {k: Prototype(p.vector, p.radius, p.n) for k, p in protos.items()}
+    assert nearest_types(np.array([[8.0, 0.0]]), balls)[0][2] > 1
+
+
+def test_schema_2_prototypes_without_shape_still_load_and_judge(untrained_model_dir, tmp_path):
+    d = json.loads((untrained_model_dir / "model.json").read_text())
+    ref = np.asarray(d["reference"]["vector"])
+    d["schema_version"] = 2
+    d["prototypes"] = {"1": {"vector": (ref + 1.0).tolist(), "radius": 0.5, "n": 5}}
+    side = Sidecar.from_dict(d)
+    assert side.prototypes["1"].inv_cov is None
+    ((label, dist, novelty),) = nearest_types(ref[None, :] + 1.0, side.prototypes)
+    assert label == "1" and dist == pytest.approx(0.0, abs=1e-9) and novelty < 1
+    bad = {**d, "schema_version": 3}
+    bad["prototypes"] = {"1": {**d["prototypes"]["1"], "inv_cov": [[1.0, 0.0]]}}
+    with pytest.raises(BadModel, match=r"prototypes.1.inv_cov' is 1×2, needs \d+×\d+"):
+        Sidecar.from_dict(bad)
+
+
 def _with_prototypes(model_dir, tmp_path, radius: float):
     d = json.loads((model_dir / "model.json").read_text())
     dim = d["output"]["dim"]

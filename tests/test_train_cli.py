@@ -91,6 +91,7 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     protos = ref["prototypes"]  # each known defect type, for NG → nearest type / NOVEL
     assert set(protos) == {"1", "2", "3", "4", "5"}
     assert all(len(p["vector"]) == 128 and p["radius"] > 0 for p in protos.values())
+    assert all(np.shape(p["inv_cov"]) == (128, 128) for p in protos.values())  # each type's shape
     t = ref["training"]
     assert t["epochs"] == 5 and t["seed"] == 1 and t["arch"] == "mlp" and t["n_val"] > 0
     assert len(t["data_sha256"]) == 64 and t["data"].endswith("train")

@@ -614,23 +614,24 @@ def train(cfg: TrainConfig) -> Result:
 
 
 def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
-    """Each known defect type's mean training embedding, and the radius that holds 95% of its
-    validation parts (its training parts sit closer than new ones will). An NG part outside
-    every radius is NOVEL on the line. Types with no validation part are left out."""
+    """Each known defect type's region: the mean and shrunk covariance of its training
+    embeddings, and the Mahalanobis radius that holds 95% of its validation parts (its training
+    parts sit closer than new ones will). An NG part outside every region is NOVEL on the line.
+    Types with no validation part are left out."""
     from edge_runtime.scoring import Prototype
 
     out = {}
     tr_lab, va_lab = data.labels[data.train_idx], data.labels[data.val_idx]
     for label in sorted(set(tr_lab.tolist()) - {GOOD}):
         val = data.val_idx[va_lab == label]
-        if val.size == 0:
+        train = data.train_idx[tr_lab == label]
+        if val.size == 0 or train.size < 2:
             continue
-        centre = embed(embedding, x[data.train_idx[tr_lab == label]]).mean(axis=0)
-        d = np.linalg.norm(embed(embedding, x[val]) - centre, axis=1)
-        radius = float(np.quantile(d, 0.95))
+        emb = embed(embedding, x[train])
+        shape = Prototype(emb.mean(axis=0), 1.0, int(train.size), fit_inv_cov(emb)[0])
+        radius = float(np.quantile(shape.distance(embed(embedding, x[val])), 0.95))
         if radius > 0:
-            n = int((tr_lab == label).sum())
-            out[label] = Prototype(centre, radius, n)
+            out[label] = Prototype(shape.vector, radius, shape.n, shape.inv_cov)
     return out
 
 
