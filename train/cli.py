@@ -81,12 +81,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam (default 0.001)")
     p.add_argument(
-        "--lr-schedule",
-        default="constant",
-        choices=("constant", "cosine"),
-        help="constant rate, or cosine decay to 1%% of it by the last step (default constant)",
-    )
-    p.add_argument(
         "--input-size",
         default="auto",
         metavar="HxW|auto",
@@ -137,7 +131,6 @@ def run_train(args: argparse.Namespace) -> int:
         holdout_defect=args.holdout_defect,
         exclude=args.exclude,
         learning_rate=args.learning_rate,
-        lr_schedule=args.lr_schedule,
         augment=args.augment,
         input_size=args.input_size,
         fit=args.fit,

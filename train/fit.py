@@ -41,7 +41,6 @@ GOOD_ONLY_POLICY = "good-quantile:0.995"
 # from 0.90 at 1,000 steps to 0.94 at 2,000 (64×64, one seed), so it gets twice as many.
 MIN_PAIRS_PER_EPOCH = 4096
 MIN_PAIRS_PER_EPOCH_SCALED = 8192
-LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -63,7 +62,6 @@ class TrainConfig:
     holdout_defect: str | None = None
     exclude: str | None = None
     learning_rate: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine (decays to 1% of the rate by the last step)
     augment: bool | None = None  # None: on for cnn, off for mlp (where it does not help)
     # share of the good-vs-defect pairs whose defect is a synthetic anomaly made from a good
     # training image (train/anomalies.py); None: the measured default for the data
@@ -99,10 +97,6 @@ class TrainConfig:
             raise BadInput(f"--synthetic must be a fraction in [0, 1], got {self.synthetic}")
         if self.learning_rate <= 0:
             raise BadInput(f"--learning-rate must be positive, got {self.learning_rate}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise BadInput(
-                f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
         parse_input_size(self.input_size)
         if self.fit not in FITS:
             raise BadInput(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}")
@@ -346,14 +340,12 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
     tf.config.experimental.enable_op_determinism()
     embedding = build_embedding(cfg.arch, spec, seed=cfg.seed)
     twin = build_twin(embedding)
-    is_defect = data.is_defect
-    good_only = not is_defect.any()
-    scaled = cfg.arch == "cnn" and cnn_plan(spec)["design"] == "scaled"
-    min_pairs = MIN_PAIRS_PER_EPOCH_SCALED if scaled else MIN_PAIRS_PER_EPOCH
     twin.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(keras, cfg, data, min_pairs)),
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
         loss=ContrastiveLoss(margin=1.0),
     )
+    is_defect = data.is_defect
+    good_only = not is_defect.any()
     pair_rng = np.random.default_rng(seeds[0])
     val_rng = np.random.default_rng(seeds[1])
     val_pairs = epoch_pairs(is_defect[data.val_idx], val_rng, synthetic_negatives=good_only)
@@ -364,7 +356,9 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
     history: dict[str, list[float]] = {"loss": [], "val_loss": []}
     verbose = _verbosity(cfg)
     callbacks = [_progress_bar(keras, cfg.epochs)] if verbose else []
+    scaled = cfg.arch == "cnn" and cnn_plan(spec)["design"] == "scaled"
     synthetic = 1.0 if good_only else synthetic_share(cfg, scaled)
+    min_pairs = MIN_PAIRS_PER_EPOCH_SCALED if scaled else MIN_PAIRS_PER_EPOCH
     train_goods = data.images[data.train_idx[~is_defect[data.train_idx]]]
     for epoch in range(cfg.epochs):
         draw = lambda: epoch_pairs(  # noqa: E731 — fresh pairs every epoch
@@ -398,18 +392,6 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
         for k in history:
             history[k].extend(float(v) for v in h.history[k])
     return twin, embedding, history, val_pairs, val_x
-
-
-def _learning_rate(keras, cfg: TrainConfig, data: Dataset, min_pairs: int):
-    """Adam's rate: constant, or a cosine decay over the whole run to 1% of it, so the last
-    epochs settle instead of leaving the weights wherever the final noisy step put them. The
-    run's length is estimated from the pair count (every good training image is an anchor)."""
-    if cfg.lr_schedule == "constant":
-        return cfg.learning_rate
-    n_good = int((~data.is_defect[data.train_idx]).sum())
-    draws = max(1, -(-min_pairs // (2 * n_good)))  # as fit_twin draws them
-    steps = cfg.epochs * -(-draws * 2 * n_good // cfg.batch_size)
-    return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps, alpha=0.01)
 
 
 def resolve_policy(cfg: TrainConfig, policy: Policy, good_only: bool) -> Policy:
