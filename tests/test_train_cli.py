@@ -75,7 +75,12 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     assert ref["roi"] is None
     assert len(ref["reference"]["vector"]) == 128 and ref["reference"]["n"] == 20
     assert len(ref["reference"]["images_sha256"]) == 64
-    assert ref["metric"] == {"name": "minkowski", "p": 4.0}
+    # --metric auto: the candidate that separated validation + synthetic anomalies better ships
+    choice = json.loads((run / "metrics.json").read_text())["metric_choice"]
+    figures = choice["candidates"]
+    assert set(figures) == {"minkowski p=4", "mahalanobis"} and "synthetic" in choice["why"]
+    better = "mahalanobis" if figures["mahalanobis"] > figures["minkowski p=4"] else "minkowski p=4"
+    assert choice["chosen"] == better and ref["metric"]["name"] == better.split()[0]
     assert ref["threshold"]["policy"] == DEFAULT_POLICY  # the CLI default, as written
     assert set(ref["threshold"]["validation"]) == {
         "auroc",
@@ -117,7 +122,9 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     assert len(labels) == len(paths) == len(scores) == len(images) == t["n_val"]
     assert scores.dtype == np.float64
     emb = load_model(run / "embedding.keras").predict(to_tensor(images, InputSpec()), verbose=0)
-    again = distances(emb, np.array(ref["reference"]["vector"]), Metric("minkowski", 4.0))
+    m = ref["metric"]
+    metric = Metric(m["name"], m.get("p", 4.0), inv_cov=np.asarray(m.get("inv_cov", np.eye(1))))
+    again = distances(emb, np.array(ref["reference"]["vector"]), metric)
     assert np.allclose(again, scores, rtol=1e-5, atol=1e-7)
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 1 and config["data_sha256"] == t["data_sha256"]
@@ -220,6 +227,7 @@ def test_good_only_training_calibrates_on_good_parts(capsys, existing_run, line,
     metrics = json.loads((run / "metrics.json").read_text())
     val = metrics["validation"]["reference"]
     assert metrics["good_only"] and set(val["per_label"]) == {"synthetic"}
+    assert metrics["metric_choice"]["chosen"] == ref["metric"]["name"] == "mahalanobis"
     # the threshold passes 99.5% of the good validation parts (bagged: within a part or two)
     assert val["overkill_rate"] <= 0.03 and val["n_defect"] > 0
 

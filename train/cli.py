@@ -47,14 +47,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--metric",
-        default="minkowski",
-        help=f"score distance: {' | '.join(METRICS)} (default minkowski)",
+        default="auto",
+        help=f"score distance: auto | {' | '.join(METRICS)} (default auto: Minkowski p=4 or "
+        "Mahalanobis, whichever separates the validation parts plus synthetic anomalies better; "
+        "Mahalanobis on a good-only line)",
     )
     p.add_argument("--p", type=float, default=4.0, help="Minkowski order (default 4)")
     p.add_argument(
         "--n-ref",
-        default=str(DEFAULT_N_REF),
-        help="good training images averaged into the reference, or 'all' (default 30)",
+        default="all" if DEFAULT_N_REF is None else str(DEFAULT_N_REF),
+        help="good training images averaged into the reference, or 'all' (default all)",
     )
     p.add_argument(
         "--threshold-policy",
@@ -110,6 +112,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "image (scratches, pits, moved patches, stains, blur, chips); default 0.5 for inputs "
         "above 48 px, 0 for the small network",
     )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        choices=(1, 4),
+        help="4 (default for cnn): the shipped embedding is the mean of the part and its three "
+        "mirror images (4× the network's work per part); 1: the part alone",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
 
@@ -136,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         fit=args.fit,
         channels=args.channels,
         synthetic=args.synthetic,
+        views=args.views,
         quiet=args.quiet,
     )
     cfg.check()  # bad settings: one line, before TensorFlow is imported

@@ -132,6 +132,11 @@ def summary_lines(r) -> list[str]:
         f"({m['threshold_policy']})",
         "  per label AUROC: "
         + ", ".join(f"{k} {v['auroc']:.4f}" for k, v in ref["per_label"].items()),
+        *(
+            [f"  score {m['metric_choice']['chosen']} (--metric auto): {m['metric_choice']['why']}"]
+            if m.get("metric_choice")
+            else []
+        ),
         *(f"  {line}" for line in m.get("calibration_lines", [])),
         f"pair distance: AUROC {pair['auroc']:.4f}, accuracy {pair['accuracy']:.2%}, "
         f"escape {pair['escape_rate']:.2%}, overkill {pair['overkill_rate']:.2%}",
