@@ -290,7 +290,9 @@ def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
 
     LOG.stage("unseen-defect protocol")
     labels = sorted(set(sp.y_test.tolist()) - {GOOD})
-    res["unseen"], res["unseen_settings"] = quality_unseen(plan, data, labels)
+    res["unseen"], res["unseen_settings"], res["unseen_verdicts"] = quality_unseen(
+        plan, data, labels
+    )
 
     LOG.stage("difficulty sweep")
     runs = {1.0: default}

@@ -32,6 +32,7 @@ from train.evidence_plumbing import (
     TWINSPECT,
     Plan,
     dig,
+    read_json,
     train_export_eval,
 )
 
@@ -154,13 +155,16 @@ def quality_default(
     return methods, {"split": extra, "recipe_obj": recipe, "split_obj": sp}
 
 
-def quality_unseen(plan: Plan, data: Path, labels: list[str]) -> tuple[dict, dict]:
+def quality_unseen(plan: Plan, data: Path, labels: list[str]) -> tuple[dict, dict, dict]:
     """For each defect type: train every method without it; AUROC of good vs that type on test.
-    Returns the AUROCs and the baseline settings chosen on each run's validation split."""
+    Returns the AUROCs, the baseline settings chosen on each run's validation split, and each
+    twinspect run's line verdicts (eval's verdicts by label: OK / NG / NOVEL) with the score it
+    chose."""
     from train.reference_recipe import ReferenceRecipe
 
     out: dict[str, dict] = {}
     settings_out: dict[str, dict] = {}
+    verdicts_out: dict[str, dict] = {}
     for lab in labels:
         LOG(f"unseen defect {lab}")
         r = train_export_eval(
@@ -180,8 +184,12 @@ def quality_unseen(plan: Plan, data: Path, labels: list[str]) -> tuple[dict, dic
             row[m.name] = label_auroc(m.score(sp.x_test), sp.y_test, lab)
         out[lab] = row
         settings_out[lab] = settings
+        verdicts_out[lab] = {
+            "verdicts": r["eval"].get("verdicts", {}),
+            "metric": dig(read_json(r["model"] / "model.json"), "metric", "name"),
+        }
         LOG("  " + ", ".join(f"{k}: {v:.3f}" for k, v in row.items() if v is not None))
-    return out, settings_out
+    return out, settings_out, verdicts_out
 
 
 def quality_difficulty(plan: Plan, runs: dict[float, dict], datas: dict[float, Path]) -> dict:

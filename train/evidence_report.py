@@ -110,6 +110,55 @@ def verdict(res: dict) -> list[str]:
     return lines
 
 
+NOVEL_HEAD = [
+    "held-out type",
+    "score",
+    "held-out parts OK / NG / NOVEL",
+    "held-out rejects called NOVEL",
+    "known-type rejects called NOVEL",
+]
+
+
+def _novel_lines(uv: dict, names: dict) -> list[str]:
+    """OK / NG / NOVEL on the line for each hold-out run: the held-out type's rejected parts
+    called NOVEL, and the known types' rejected parts called NOVEL (should be few)."""
+    rows = []
+    for lab, d in uv.items():
+        v = d.get("verdicts") or {}
+        held = v.get(lab)
+        if not held:
+            continue
+        known = [r for k, r in v.items() if r.get("known")]
+        k_rej = sum(r["NG"] + r["NOVEL"] for r in known)
+        k_nov = sum(r["NOVEL"] for r in known)
+        rej = held["NG"] + held["NOVEL"]
+        rows.append([
+            f"{lab} {names.get(lab, '')}".strip(), d.get("metric") or "—",
+            f"{held['OK']} / {held['NG']} / {held['NOVEL']}",
+            f"{held['NOVEL']}/{rej} ({held['NOVEL'] / rej:.0%})" if rej else "—",
+            f"{k_nov}/{k_rej} ({k_nov / k_rej:.1%})" if k_rej else "—",
+        ])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "",
+        "The same hold-out runs on the line (`twinspect eval`'s verdicts by label): each known "
+        "type is a Mahalanobis region in the sidecar, a rejected part outside all of them is "
+        "NOVEL. Score = the distance `--metric auto` chose for the run.",
+        "",
+        *table(
+            [
+                "held-out type",
+                "score",
+                "held-out parts OK / NG / NOVEL",
+                "held-out rejects called NOVEL",
+                "known-type rejects called NOVEL",
+            ],
+            rows,
+        ),
+    ]
+
+
 def markdown(res: dict) -> str:
     m, plan = res["meta"], res["plan"]
     v = m["machine"]["versions"]
@@ -193,7 +242,8 @@ def markdown(res: dict) -> str:
         L += table(["method"] + [f"{lab} {names.get(lab, '')}".strip() for lab in labels], rows)
     L += [
         f"Methods: **twinspect** — `twinspect train` defaults ({_describe(res)}, fresh pairs "
-        "every epoch, 30-image reference, Minkowski p=4), exported to ONNX and judged by "
+        "every epoch, reference = mean of every good training image, score chosen by "
+        "`--metric auto`: Minkowski p=4 or Mahalanobis), exported to ONNX and judged by "
         "`twinspect eval`; **twinspect --arch mlp** — the same with the reference notebook's MLP "
         "(no augmentation). **Reference recipe** — the MLP twin trained once on fixed pairs "
         f"({sp['recipe']['epochs']} epochs, batch {sp['recipe']['batch_size']}, Adam, contrastive "
@@ -235,6 +285,7 @@ def markdown(res: dict) -> str:
             "",
             *table(["held-out type", *methods], rows),
         ]
+        L += _novel_lines(res.get("unseen_verdicts") or {}, names)
     # -- difficulty
     dif = res.get("difficulty")
     if dif:
