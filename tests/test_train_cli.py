@@ -195,6 +195,8 @@ def test_unknown_metric_policy_and_arch(capsys, existing_run, line):
     _fails(capsys, [*base, "--threshold-policy", "precision:0.9"], "unknown threshold policy")
     _fails(capsys, [*base, "--arch", "vit"], "unknown arch 'vit'")
     _fails(capsys, [*base, "--n-ref", "some"], "--n-ref")
+    _fails(capsys, [*base, "--arch", "mlp", "--views", "4"], "--views 4 needs --arch cnn")
+    _fails(capsys, [*base, "--metric", "auto", "--n-ref", "1"], "--metric auto needs --n-ref")
     _untouched(existing_run)
 
 

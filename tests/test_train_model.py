@@ -16,6 +16,7 @@ from train.model import (  # noqa: E402
     build_twin,
     input_spec,
     load_model,
+    with_views,
 )
 
 
@@ -85,3 +86,29 @@ def test_twin_saves_and_loads_with_safe_mode(tmp_path):
     assert np.allclose(loaded.predict([a, b], verbose=0), expected, atol=1e-6)
     again = keras.saving.load_model(path, safe_mode=True)
     assert np.allclose(again.predict([a, b], verbose=0), expected, atol=1e-6)
+
+
+def test_mirror_views_embed_the_mean_of_the_four_mirrors_through_save_and_onnx(tmp_path):
+    """--views 4: the shipped branch is the mean of the part's four mirror embeddings, in Keras,
+    after a safe_mode save/load, and in onnxruntime (the line's path)."""
+    import onnxruntime as ort
+
+    from edge_runtime.preprocess import InputSpec
+    from export.onnx_convert import to_onnx_bytes
+
+    spec = InputSpec(height=64, width=72, layout="nhwc")
+    single = build_embedding("cnn", spec, seed=3)
+    views = with_views(single, 4)
+    x = np.random.default_rng(0).random((3, 64, 72, 1)).astype(np.float32)
+    mirrors = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
+    expected = np.mean([single.predict(m, verbose=0) for m in mirrors], axis=0)
+    assert np.allclose(views.predict(x, verbose=0), expected, atol=1e-5)
+    assert not np.allclose(single.predict(x, verbose=0), expected, atol=1e-3)  # views matter
+    views.save(tmp_path / "v.keras")
+    assert np.allclose(load_model(tmp_path / "v.keras").predict(x, verbose=0), expected, atol=1e-5)
+    sess = ort.InferenceSession(to_onnx_bytes(views, spec), providers=["CPUExecutionProvider"])
+    (onnx_out,) = sess.run(None, {"image": x})
+    assert onnx_out.shape == (3, EMBEDDING_DIM) and np.allclose(onnx_out, expected, atol=1e-5)
+    assert with_views(single, 1) is single
+    with pytest.raises(ValueError, match="views must be 1 or 4"):
+        with_views(single, 2)
