@@ -11,7 +11,8 @@ import numpy as np
 
 from edge_runtime.preprocess import Roi
 
-COLORS = {"OK": (60, 200, 60), "NG": (40, 40, 230), "ERROR": (0, 200, 255)}  # BGR
+# BGR; NOVEL (a reject like no known type) in magenta, to be looked at first
+COLORS = {"OK": (60, 200, 60), "NG": (40, 40, 230), "NOVEL": (220, 60, 220), "ERROR": (0, 200, 255)}
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

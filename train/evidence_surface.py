@@ -36,16 +36,19 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_twinspect(data: Path, work: Path, seed: int, extra: list[str], name: str) -> dict:
-    """train (default commands + extra) → export → eval on the test split; the figures."""
+def run_twinspect(
+    data: Path, work: Path, seed: int, extra: list[str], name: str, train_data: Path | None = None
+) -> dict:
+    """train (default commands + extra, on train_data or data) → export → eval on data's test
+    split; the figures."""
     run, model = work / f"run-{name}", work / f"model-{name}"
     ev = work / f"eval-{name}.json"
     t0 = time.perf_counter()
     if ev.is_file() and (model / "model.json").is_file():  # done by an earlier, interrupted run
         _log(f"  {name}: reusing {model} and {ev}")
     else:
-        twinspect("train", "--data", str(data), "--out", str(run), "--seed", str(seed),
-                  "--quiet", *extra)  # fmt: skip
+        twinspect("train", "--data", str(train_data or data), "--out", str(run),
+                  "--seed", str(seed), "--quiet", *extra)  # fmt: skip
         twinspect("export", "--run", str(run), "--out", str(model))
         twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
                   "--json", str(ev))  # fmt: skip
@@ -62,6 +65,7 @@ def run_twinspect(data: Path, work: Path, seed: int, extra: list[str], name: str
         "auroc": e["auroc"],
         "accuracy": e["accuracy"],
         "escape_rate": e["escape_rate"],
+        "metric": side["metric"]["name"],
         "overkill_rate": e["overkill_rate"],
         "per_label": {k: v["auroc"] for k, v in e.get("per_label", {}).items()},
         "threshold": side["threshold"]["value"],
@@ -70,6 +74,16 @@ def run_twinspect(data: Path, work: Path, seed: int, extra: list[str], name: str
         "expected_overkill": cal.get("overkill_range"),
         "model": str(model),
     }
+
+
+def good_only_data(data: Path, work: Path) -> Path:
+    """A good-only line: the tile's good training images alone (linked, not copied)."""
+    root = work / "tile-good-only"
+    link = root / "train" / "good"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((data / "train" / "good").resolve(), target_is_directory=True)
+    return root
 
 
 def run_baselines(data: Path, seed: int) -> list[dict]:
@@ -149,6 +163,37 @@ def markdown(res: dict) -> str:
     lines += table(
         ["seed", "threshold", "95% interval", "expected escape", "test escape",
          "expected overkill", "test overkill", "test accuracy"], rows)  # fmt: skip
+    go = res.get("good_only")
+    if go:
+        lines += [
+            "",
+            "### From good parts only",
+            "",
+            "`twinspect train` on the tile's good training images alone "
+            "(seed 0, default commands: synthetic anomalies as the only negatives, threshold "
+            f"`good-quantile:0.995`, score {go.get('metric', '—')}), judged on the same test "
+            f"split: AUROC {f3(go['auroc'])}, accuracy {pct(go['accuracy'])}, escape "
+            f"{pct(go['escape_rate'])}, overkill {pct(go['overkill_rate'])}; per kind "
+            + ", ".join(f"{k} {f3(v)}" for k, v in sorted(go["per_label"].items()))
+            + ".",
+        ]
+    pt = res.get("pointing")
+    if pt:
+        rows = [[k, str(v["ng"]), str(v["hits"]), pct(v["rate"])] for k, v in pt.items()]
+        hits = sum(v["hits"] for v in pt.values())
+        n = sum(v["ng"] - v["no_mask"] for v in pt.values())
+        rows.append(["all", str(n), str(hits), pct(hits / max(1, n))])
+        lines += [
+            "",
+            "### Where: the heatmap's pointing game",
+            "",
+            "Seed 0's model, every rejected defective test part: a hit when the heatmap's peak "
+            "(`edge_runtime/heatmap.py`, what `twinspect run --save-ng` writes) lands on the "
+            "true defect mask (`ground_truth/`), within 2% of the image's short side "
+            "(`python -m train.pointing`).",
+            "",
+            *table(["defect kind", "rejected", "peak on the mask", "rate"], rows),
+        ]
     b = res.get("bench")
     if b:
         c = b["compare"]
@@ -213,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": base,
         "fixed": fixed,
     }
+    _log("twinspect from good parts only")
+    res["good_only"] = run_twinspect(
+        data, work, 0, extra, "goodonly", train_data=good_only_data(data, work)
+    )
+    _log("pointing game (heatmap peak on the defect mask), seed 0's model")
+    from train.pointing import pointing
+
+    res["pointing"] = pointing(Path(runs[0]["model"]), data, "test", 0.02, 1000)["kinds"]
     _log("bench")
     res["bench"] = bench(Path(runs[0]["model"]), Path(fixed[0]["model"]), data, work)
     res["minutes"] = (time.perf_counter() - t0) / 60

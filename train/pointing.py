@@ -2,7 +2,7 @@
 
     python -m train.pointing --model MODEL_DIR --data DATA_DIR [--split test] [--sheet FILE]
 
-For every defective image of the split that the model judges NG, the heatmap's peak
+For every defective image of the split that the model rejects (NG or NOVEL), the heatmap's peak
 (edge_runtime.heatmap, exactly what `twinspect run --save-ng` writes) is a hit when it lands on
 the true defect mask (`DATA/ground_truth/<split>/<label>/<name>_mask.png`, written by
 `twinspect generate --product tile`), allowing `--tolerance` pixels (default: 2% of the image's
@@ -49,7 +49,7 @@ def pointing(model_dir: Path, data: Path, split: str, tolerance: float, per_kind
         for f in image_files(sub)[:per_kind]:
             img = read_image_file(f)
             j = insp.inspect(img)
-            if j.verdict != "NG":
+            if j.verdict not in ("NG", "NOVEL"):  # only rejected parts get a heatmap
                 continue
             judged_ng += 1
             mask = mask_for(data, split, label, f)
@@ -103,7 +103,7 @@ def sheet(model_dir: Path, examples: list[dict], path: Path, side: int = 200) ->
 
 
 def markdown(res: dict) -> str:
-    lines = ["| defect kind | judged NG | peak on the mask | rate |", "|---|---|---|---|"]
+    lines = ["| defect kind | rejected | peak on the mask | rate |", "|---|---|---|---|"]
     for k, v in res["kinds"].items():
         lines.append(f"| {k} | {v['ng']} | {v['hits']} | {v['rate']:.0%} |")
     total = sum(v["hits"] for v in res["kinds"].values())
