@@ -45,7 +45,6 @@ GOOD_ONLY_POLICY = "good-quantile:0.995"
 # from 0.90 at 1,000 steps to 0.94 at 2,000 (64×64, one seed), so it gets twice as many.
 MIN_PAIRS_PER_EPOCH = 4096
 MIN_PAIRS_PER_EPOCH_SCALED = 8192
-MIRROR_LR = os.environ.get("TWINSPECT_MIRROR_LR") == "1"  # experiment switch
 DEFAULT_VIEWS = 1
 
 
@@ -317,9 +316,7 @@ def _pair_arrays(x: np.ndarray, idx: np.ndarray, pairs: Pairs) -> tuple[list, np
     return [x[idx[pairs.left]], x[idx[pairs.right]]], pairs.label
 
 
-def augment(
-    images: np.ndarray, rng: np.random.Generator, shift: int = 0, mirror_lr: bool = False
-) -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 0) -> np.ndarray:
     """Label-preserving variations of uint8 N×H×W parts: a mirror about the part's long axis
     (the terminal is symmetric top/bottom, and so are its defects' kinds), and optionally a shift
     of up to `shift` pixels, border replicated. Shifts are off by default: they taught the
@@ -329,9 +326,6 @@ def augment(
     n, h, w = out.shape[:3]
     flip = rng.random(n) < 0.5
     out[flip] = out[flip, ::-1, :]
-    if mirror_lr:
-        flip = rng.random(n) < 0.5
-        out[flip] = out[flip, :, ::-1]
     if shift > 0:
         widths = ((0, 0), (shift, shift), (shift, shift)) + ((0, 0),) * (out.ndim - 3)
         padded = np.pad(out, widths, mode="edge")
@@ -393,8 +387,7 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
             if synthetic > 0:
                 right = with_synthetic(right, pairs, train_goods, synthetic, spec, pair_rng)
             if cfg.augment:
-                left = augment(left, pair_rng, mirror_lr=MIRROR_LR and scaled)
-                right = augment(right, pair_rng, mirror_lr=MIRROR_LR and scaled)
+                left, right = augment(left, pair_rng), augment(right, pair_rng)
             px = [to_tensor(a, spec) for a in (left, right)]
             py = pairs.label
         else:
