@@ -53,6 +53,7 @@ def run_twinspect(
         twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
                   "--json", str(ev))  # fmt: skip
     seconds = json.loads((run / "metrics.json").read_text()).get("train_seconds", 0.0)
+    config = json.loads((run / "config.json").read_text())
     e = json.loads(ev.read_text())
     side = json.loads((model / "model.json").read_text())
     cal = side["threshold"].get("calibration", {})
@@ -66,6 +67,9 @@ def run_twinspect(
         "accuracy": e["accuracy"],
         "escape_rate": e["escape_rate"],
         "metric": side["metric"]["name"],
+        # as the run recorded them: a reused run may predate today's defaults
+        "settings": f"reference of {config.get('n_ref') or 'every'} good image(s), "
+        f"--metric {config.get('metric')} → {side['metric']['name']}",
         "overkill_rate": e["overkill_rate"],
         "per_label": {k: v["auroc"] for k, v in e.get("per_label", {}).items()},
         "threshold": side["threshold"]["value"],
@@ -141,6 +145,9 @@ def markdown(res: dict) -> str:
                      pct(r["escape_rate"]), pct(r["overkill_rate"])]
                     + [f3(r["per_label"].get(k)) for k in kinds])  # fmt: skip
     lines += table(head, rows)
+    settings = sorted({r.get("settings") for r in runs if r.get("settings")})
+    if settings:
+        lines += ["", "twinspect runs as recorded in their config.json: " + "; ".join(settings)]
     acc = np.array([r["accuracy"] for r in runs])
     au = np.array([r["auroc"] for r in runs])
     lines += [
