@@ -44,7 +44,8 @@ def run_twinspect(
     run, model = work / f"run-{name}", work / f"model-{name}"
     ev = work / f"eval-{name}.json"
     t0 = time.perf_counter()
-    if ev.is_file() and (model / "model.json").is_file():  # done by an earlier, interrupted run
+    reused = ev.is_file() and (model / "model.json").is_file()
+    if reused:  # done by an earlier, interrupted run
         _log(f"  {name}: reusing {model} and {ev}")
     else:
         twinspect("train", "--data", str(train_data or data), "--out", str(run),
@@ -60,6 +61,7 @@ def run_twinspect(
     return {
         "name": name,
         "seed": seed,
+        "reused": reused,
         "input": f"{side['input']['height']}×{side['input']['width']}",
         "train_seconds": round(seconds, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -148,6 +150,14 @@ def markdown(res: dict) -> str:
     settings = sorted({r.get("settings") for r in runs if r.get("settings")})
     if settings:
         lines += ["", "twinspect runs as recorded in their config.json: " + "; ".join(settings)]
+    every = [*runs, *res.get("fixed", []), *([res["good_only"]] if res.get("good_only") else [])]
+    reused = [r["name"] for r in every if r.get("reused")]
+    if reused:
+        lines += [
+            "",
+            f"Reused from earlier runs of this command in its work folder (trained then, not in "
+            f"the minutes above): {', '.join(reused)}.",
+        ]
     acc = np.array([r["accuracy"] for r in runs])
     au = np.array([r["auroc"] for r in runs])
     lines += [
