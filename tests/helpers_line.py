@@ -38,6 +38,7 @@ from edge_runtime.linesim import (
 )
 from edge_runtime.linesim import http_get as get
 from edge_runtime.sinks.modbus import NO_SCORE, sequence_value
+from edge_runtime.synthetic.writer import Config, generate
 
 __all__ = [
     "MOSQUITTO",
@@ -174,3 +175,11 @@ class Webhook:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def small_line(tmp_path_factory, n_frames: int) -> Path:
+    """A small generated line (4 train, 4 test images a label) with an n_frames recording,
+    its frames, line.avi and roi.json: what the line tests judge."""
+    out = tmp_path_factory.mktemp("line") / "line"
+    generate(Config(out=out, n_train=4, n_test=4, n_frames=n_frames, workers=1))
+    return out

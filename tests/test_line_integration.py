@@ -44,13 +44,13 @@ from helpers_line import (
     read_opcua,
     scrape,
     sink_series,
+    small_line,
     wait_for,
     write_station,
 )
 
 from edge_runtime.cli import main
 from edge_runtime.sinks_hook import QUEUE_SUFFIX
-from edge_runtime.synthetic.writer import Config, generate
 
 N_FRAMES = 40  # per offline camera, paced at FPS: they are still running through the faults
 FPS = 4
@@ -61,9 +61,7 @@ MORE = 3  # parts each camera judges while a peer is down
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("line") / "line"
-    generate(Config(out=out, n_train=4, n_test=4, n_frames=N_FRAMES, workers=1))
-    return out
+    return small_line(tmp_path_factory, N_FRAMES)
 
 
 @pytest.fixture

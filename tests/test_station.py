@@ -23,13 +23,13 @@ from helpers_line import (
     metrics_url,
     records,
     scrape,
+    small_line,
     wait_for,
     write_station,
 )
 
 from edge_runtime.cli import main
 from edge_runtime.parts import PartPolicy, stamp
-from edge_runtime.synthetic.writer import Config, generate
 
 N_FRAMES = 12
 
@@ -38,9 +38,7 @@ N_FRAMES = 12
 @pytest.fixture(scope="module")
 def line(tmp_path_factory) -> Path:
     """A small generated line: recording/frames (12 frames), line.avi and roi.json."""
-    out = tmp_path_factory.mktemp("line") / "line"
-    generate(Config(out=out, n_train=4, n_test=4, n_frames=N_FRAMES, workers=1))
-    return out
+    return small_line(tmp_path_factory, N_FRAMES)
 
 
 @pytest.fixture
