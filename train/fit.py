@@ -12,7 +12,7 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -642,7 +642,7 @@ def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
         shape = Prototype(emb.mean(axis=0), 1.0, int(train.size), fit_inv_cov(emb)[0])
         radius = float(np.quantile(shape.distance(embed(embedding, x[val])), 0.95))
         if radius > 0:
-            out[label] = Prototype(shape.vector, radius, shape.n, shape.inv_cov)
+            out[label] = replace(shape, radius=radius)
     return out
 
 
