@@ -47,6 +47,25 @@ def _windows(h: int, w: int, grid: int) -> list[tuple[int, int, int, int]]:
     return [(y, x, ch, cw) for y in ys for x in xs]
 
 
+def _occluders(content: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the part blurred every way, the part blurred only along its nearest border).
+
+    A cell touching the part's border is hidden with the second: it keeps the profile across
+    the border (a rim, a shadow, the fixture showing — what good parts have there too) and
+    removes only what varies along it. Blurring across the border smears that profile inward,
+    which the network scores as a defect of its own (see the module's docstring)."""
+    k = round(6 * sigma + 1) | 1  # the size OpenCV picks for (0, 0) on uint8
+    iso = cv2.GaussianBlur(content, (0, 0), sigma)
+    along_x = cv2.GaussianBlur(content, (k, 1), sigma)  # rows near the top or bottom
+    along_y = cv2.GaussianBlur(content, (1, k), 0, sigmaY=sigma)  # columns near a side
+    rows, cols = content.shape[:2]
+    ys, xs = np.arange(rows)[:, None], np.arange(cols)[None, :]
+    nearer_tb = np.minimum(ys, rows - 1 - ys) <= np.minimum(xs, cols - 1 - xs)
+    if content.ndim == 3:
+        nearer_tb = nearer_tb[..., None]
+    return iso, np.where(nearer_tb, along_x, along_y)
+
+
 def occlusion(
     patch: np.ndarray,
     spec: InputSpec,
@@ -61,11 +80,13 @@ def occlusion(
     from it, so a defect mirrored into a border is hidden together with its original."""
     y0, x0, rows, cols = content or (0, 0, spec.height, spec.width)
     content = patch[y0 : y0 + rows, x0 : x0 + cols]
-    blurred = cv2.GaussianBlur(content, (0, 0), max(1.0, min(rows, cols) / grid))
+    blurred, along = _occluders(content, max(1.0, min(rows, cols) / grid))
     wins = _windows(rows, cols, grid)
     variants = np.repeat(content[None], len(wins), axis=0)
     for k, (y, x, ch, cw) in enumerate(wins):
-        variants[k, y : y + ch, x : x + cw] = blurred[y : y + ch, x : x + cw]
+        edge = y == 0 or x == 0 or y + ch >= rows or x + cw >= cols
+        fill = along if edge else blurred
+        variants[k, y : y + ch, x : x + cw] = fill[y : y + ch, x : x + cw]
     batch = np.stack([patch, *(fit(v, spec) for v in variants)])
     s = np.asarray(score(to_tensor(batch, spec)), dtype=np.float64)
     base, drops = s[0], np.maximum(s[0] - s[1:], 0.0)

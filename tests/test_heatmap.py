@@ -64,3 +64,45 @@ def test_tensor_batch_matches_the_runtime_layout():
 
     occlusion(patch, spec, score)
     assert seen[0][1] == 16 * 24 and np.allclose(to_tensor(patch, spec)[0], patch.ravel() / 255)
+
+
+@pytest.mark.parametrize("seed, side", [(2, 1), (7, 2)])  # parts with a strong rim: top, right
+def test_hiding_a_border_cell_keeps_the_profile_across_the_border(seed, side):
+    """A cell on the part's border is hidden along the border only: the rim the part has there
+    (a bevel, the fixture showing — good parts have it too) stays, the detail along it goes.
+    Blurring it every way smeared the rim inward, which a trained network scores as a defect
+    of its own, so the cells beside an edge defect out-scored the cells on it."""
+    from edge_runtime.preprocess import placement
+    from edge_runtime.synthetic import tile
+
+    img, _ = tile.render_still(np.random.default_rng(seed), "good")  # a generated tile part
+    spec = InputSpec(120, 136, layout="nhwc", fit="pad")
+    y0, x0, rows, cols = placement(*img.shape, spec)
+    seen = []
+
+    def score(x):
+        seen.append(np.rint(x[..., 0] * 255)[:, y0 : y0 + rows, x0 : x0 + cols])
+        return np.zeros(len(x))
+
+    occlusion(prepare(img, spec), spec, score, content=(y0, x0, rows, cols))
+    # turn the part so the rim's side is on the left (rot90 turns the top to the left)
+    orig, *variants = (np.rot90(v, side) for v in seen[0])
+    h, w = orig.shape
+    rim = np.abs(orig[:, :3].mean() - orig[:, 8:20].mean())
+    assert rim > 50, rim  # the precondition: a rim worth keeping
+    checked = 0
+    for v in variants:
+        ys, xs = np.nonzero(v != orig)
+        if len(ys) == 0 or xs.min() != 0 or xs.max() == w - 1:
+            continue  # only cells on that border...
+        if ys.min() < 16 or ys.max() > h - 17:
+            continue  # ...clear of the corners
+        band = slice(ys.min(), ys.max() + 1), slice(0, 6)
+        before, after = orig[band], v[band]
+        # the rim is still there: the profile across the border, against its inner end
+        (pb, pa) = (b.mean(0) - b.mean(0)[-1] for b in (before, after))
+        assert np.abs(pb - pa).max() < 10, (pb, pa)
+        step = [np.abs(np.diff(b, axis=0)).mean() for b in (before, after)]  # along the border
+        assert step[1] < 0.5 * step[0], step  # the detail is gone
+        checked += 1
+    assert checked >= 4, checked
