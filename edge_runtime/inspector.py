@@ -168,7 +168,7 @@ class Inspector:
         t1 = perf_counter_ns()
         emb = self._embed(1)
         t2 = perf_counter_ns()
-        score = self.model.score(emb)[0]
+        score = self.model.score(emb, self._x[:1])[0]
         t3 = perf_counter_ns()
         j.embed_ns, j.score_ns = t2 - t1, t3 - t2
         self._verdict(j, score, emb[0])
@@ -191,7 +191,7 @@ class Inspector:
                 t1 = perf_counter_ns()
                 emb = self._embed(n)
                 t2 = perf_counter_ns()
-                scores = self.model.score(emb)
+                scores = self.model.score(emb, self._x[:n])
                 t3 = perf_counter_ns()
                 for k, (j, s) in enumerate(zip(rows, scores, strict=True)):
                     j.embed_ns, j.score_ns, j.batch = (t2 - t1) // n, (t3 - t2) // n, n
@@ -213,7 +213,7 @@ class Inspector:
             n = len(chunk)
             to_tensor(chunk, self.spec, out=self._x[:n])
             emb = self._embed(n)
-            scores[start : start + n] = self.model.score(emb)
+            scores[start : start + n] = self.model.score(emb, self._x[:n])
             if embeddings is not None:
                 embeddings[start : start + n] = emb
         return scores

@@ -14,7 +14,7 @@ import numpy as np
 from edge_runtime.errors import BadModel
 from edge_runtime.files import sha256_file
 from edge_runtime.preprocess import InputSpec
-from edge_runtime.scoring import distances
+from edge_runtime.scoring import part_scores
 from edge_runtime.sidecar import Sidecar
 
 SIDECAR_NAME = "model.json"
@@ -44,9 +44,18 @@ class EmbeddingModel:
         """float32 model input (spec layout) → N×D embeddings."""
         return self.session.run(self._outputs, {self._input_name: batch})[0]
 
-    def score(self, embeddings: np.ndarray) -> np.ndarray:
-        """Distance of each embedding to the sidecar's reference, with its metric."""
-        return distances(embeddings, self.sidecar.reference.vector, self.sidecar.metric)
+    def score(self, embeddings: np.ndarray, tensors: np.ndarray | None) -> np.ndarray:
+        """Each part's score: its embedding's distance to the sidecar's reference, plus the
+        pixel residual of its model input when the sidecar fuses one (`tensors`, the batch the
+        embeddings came from; None is enough for a model without fusion)."""
+        sc = self.sidecar
+        return part_scores(
+            embeddings, tensors, sc.reference.vector, sc.metric, sc.fusion, self.spec
+        )
+
+    def score_batch(self, tensors: np.ndarray) -> np.ndarray:
+        """Embed and score a batch of model inputs."""
+        return self.score(self.embed(tensors), tensors)
 
 
 def _session(onnx_path: Path, opts: SessionOptions):

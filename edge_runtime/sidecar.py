@@ -16,14 +16,17 @@ import numpy as np
 from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
-from edge_runtime.scoring import Metric, Prototype
+from edge_runtime.residual import Residual
+from edge_runtime.scoring import Fusion, Metric, Prototype
 
 # 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
 # A schema-1 sidecar still loads: it meant gray input stretched to the model size.
 # 3: prototypes.<label>.inv_cov, each known defect type's shape (Mahalanobis regions for NOVEL).
 # A schema-2 sidecar still loads: its prototypes are Euclidean balls, named by nearest centre.
-SCHEMA_VERSION = 3
-KNOWN_VERSIONS = (1, 2, 3)
+# 4: fusion (optional): the score adds the local pixel residual (edge_runtime.residual).
+# A schema-3 sidecar still loads: no fusion, the embedding distance alone.
+SCHEMA_VERSION = 4
+KNOWN_VERSIONS = (1, 2, 3, 4)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:
@@ -76,6 +79,7 @@ class Sidecar:
     labels: dict[str, str] = field(default_factory=dict)  # label → name, "0" = good
     # known defect types (schema 2, optional): an NG part names its nearest; far from all: NOVEL
     prototypes: dict[str, Prototype] = field(default_factory=dict)
+    fusion: Fusion | None = None  # schema 4: the pixel residual added to the embedding distance
     training: dict = field(default_factory=dict)  # data source, counts, data hash, seed, epochs
     parity: dict = field(default_factory=dict)  # Keras vs onnxruntime check done at export
     quantization: dict = field(default_factory=dict)  # int8 figures when export quantized
@@ -102,6 +106,7 @@ class Sidecar:
                 "images_sha256": self.reference.images_sha256,
             },
             "metric": self.metric.to_dict(),
+            "fusion": None if self.fusion is None else self.fusion.to_dict(),
             "threshold": {
                 "value": float(self.threshold.value),
                 "policy": self.threshold.policy,
@@ -205,6 +210,7 @@ class Sidecar:
                 images_sha256=r.get("reference.images_sha256", str),
             ),
             metric=metric,
+            fusion=_fusion(r, spec),
             threshold=Threshold(
                 value=threshold,
                 policy=r.get("threshold.policy", str),
@@ -249,6 +255,31 @@ def _prototypes(r: _Reader, dim: int) -> dict[str, Prototype]:
                 )
         out[label] = Prototype(vec, radius, r.get(f"prototypes.{label}.n", int), inv_cov)
     return out
+
+
+def _fusion(r: _Reader, spec: InputSpec) -> Fusion | None:
+    """The optional `fusion` section (schema 4); absent or null: the embedding distance alone."""
+    if r.optional("fusion", (dict, type(None)), None) is None:
+        return None
+    g = "fusion.residual."
+    try:
+        residual = Residual(
+            height=r.get(g + "height", int),
+            width=r.get(g + "width", int),
+            channels=r.get(g + "channels", int),
+            window=r.get(g + "window", int),
+            mean=r.floats(g + "mean"),
+            components=r.floats(g + "components"),
+        )
+        if residual.channels != spec.channels:
+            raise BadInput(f"residual has {residual.channels} channels, the input {spec.channels}")
+        return Fusion(
+            residual,
+            r.get("fusion.embedding_scale", float),
+            r.get("fusion.residual_scale", float),
+        )
+    except BadInput as e:
+        raise BadModel(f"{r.where}: field 'fusion': {e}") from None
 
 
 class _Reader:

@@ -24,7 +24,7 @@ from edge_runtime.evaluation import auroc
 from edge_runtime.files import stage_bytes
 from edge_runtime.model import SIDECAR_NAME
 from edge_runtime.preprocess import Roi, to_tensor
-from edge_runtime.scoring import distances
+from edge_runtime.scoring import part_scores
 from edge_runtime.sidecar import Sidecar
 from export.onnx_convert import DEFAULT_OPSET, quantize_int8, to_onnx_bytes
 
@@ -165,6 +165,9 @@ def export_run(
     threshold = sidecar.threshold.value
     reference, metric = sidecar.reference.vector, sidecar.metric
 
+    def score(emb: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return part_scores(emb, t, reference, metric, sidecar.fusion, spec)
+
     # Parity: Keras and onnxruntime on the same ≥256 validation images.
     images = parity_images(val["images"])
     x = to_tensor(images, spec)
@@ -172,8 +175,7 @@ def export_run(
     fp32 = _ort_session(onnx_fp32)
     ort_emb = fp32.run(None, {"image": x})[0]
     max_abs = float(np.max(np.abs(keras_emb - ort_emb)))
-    s_keras = distances(keras_emb, reference, metric)
-    s_ort = distances(ort_emb, reference, metric)
+    s_keras, s_ort = score(keras_emb, x), score(ort_emb, x)
     disagree, ties = verdict_flips(s_keras, s_ort, threshold)
     n_val = len(val["images"])
     sidecar.parity = {
@@ -220,8 +222,9 @@ def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar
     int8 = _ort_session(int8_bytes)
     e32 = fp32.run(None, {"image": x})[0]
     e8 = int8.run(None, {"image": x})[0]
-    ref, metric, t = sidecar.reference.vector, sidecar.metric, sidecar.threshold.value
-    s32, s8 = distances(e32, ref, metric), distances(e8, ref, metric)
+    sc, t = sidecar, sidecar.threshold.value
+    s32 = part_scores(e32, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
+    s8 = part_scores(e8, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     y = np.asarray(val["labels"]).astype(str) != "0"
     flips = int(np.sum((s32 > t) != (s8 > t)))
     a32, a8 = auroc(s32, y), auroc(s8, y)

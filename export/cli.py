@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
     val = sc.threshold.validation
     print(
         f"model: {result.model_dir}  arch={sc.arch}  metric={sc.metric.name}"
-        f"{f' p={sc.metric.p:g}' if sc.metric.name == 'minkowski' else ''}  "
+        f"{f' p={sc.metric.p:g}' if sc.metric.name == 'minkowski' else ''}"
+        f"{' + pixel residual' if sc.fusion is not None else ''}  "
         f"threshold={sc.threshold.value:.4g} ({sc.threshold.policy})"
     )
     if val:

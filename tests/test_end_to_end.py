@@ -35,7 +35,7 @@ def test_runtime_scores_equal_training_scores(shipped):
     model = load_model_dir(shipped["model"])
     with np.load(shipped["run"] / "validation.npz") as z:
         images, trained_scores = z["images"], z["scores"]
-    runtime_scores = model.score(model.embed(to_tensor(images, model.spec)))
+    runtime_scores = model.score_batch(to_tensor(images, model.spec))
     np.testing.assert_allclose(runtime_scores, trained_scores, rtol=1e-4, atol=1e-5)
     ref = json.loads((shipped["run"] / "reference.json").read_text())
     assert model.sidecar.threshold.value == ref["threshold"]["value"]

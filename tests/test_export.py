@@ -32,7 +32,7 @@ def test_exported_model_matches_keras_and_sidecar(untrained_run, untrained_model
     keras_emb = load_model(untrained_run / "embedding.keras").predict(x, verbose=0)
     assert onnx_emb.shape == (len(images), 128) and onnx_emb.dtype == np.float32
     assert np.max(np.abs(onnx_emb - keras_emb)) <= 1e-4
-    np.testing.assert_allclose(model.score(onnx_emb), scores, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.score(onnx_emb, x), scores, rtol=1e-4, atol=1e-5)
 
 
 def test_sidecar_round_trips_through_its_schema(untrained_model_dir):

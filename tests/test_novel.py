@@ -154,7 +154,8 @@ def kinds(untrained_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kinds")
     model = load_model_dir(untrained_model_dir)
     images, labels = _kinds_folder(tmp / "data", model.spec)
-    emb = model.embed(to_tensor(np.stack(images), model.spec)).astype(np.float64)
+    x = to_tensor(np.stack(images), model.spec)
+    emb = model.embed(x).astype(np.float64)
     lab = np.array(labels)
     protos = {}
     for label, skip in (("1", 0), ("2", 4)):
@@ -167,7 +168,7 @@ def kinds(untrained_model_dir, tmp_path_factory):
     out = tmp / "model"
     shutil.copytree(untrained_model_dir, out)
     (out / "model.json").write_text(json.dumps(d))
-    threshold = float(np.median(model.score(emb)))
+    threshold = float(np.median(model.score(emb, x)))
     return tmp / "data", out, threshold
 
 

@@ -37,7 +37,7 @@ def test_eval_figures_match_report_on_runtime_scores(
     figures = json.loads(out.read_text())
     model = load_model_dir(untrained_model_dir)
     ds = load_labeled(path, split=split, spec=model.spec)
-    scores = model.score(model.embed(to_tensor(ds.images, model.spec)))
+    scores = model.score_batch(to_tensor(ds.images, model.spec))
     expected = report(scores, ds.labels, model.sidecar.threshold.value)
     for key in ("n", "n_good", "n_defect", "tp", "fn", "fp", "tn"):
         assert figures[key] == expected[key]

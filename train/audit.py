@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import to_tensor
-from edge_runtime.scoring import distances
+from edge_runtime.scoring import part_scores
 from edge_runtime.sidecar import Sidecar
 from train.fit import GOOD, check_images, embed
 from train.run_folder import read_reference
@@ -92,8 +92,8 @@ def audit(run: str | Path, data: str) -> AuditResult:
     labels = np.asarray([str(v) for v in loaded.labels])
     paths = np.asarray([os.path.normpath(str(p)) for p in loaded.paths])
     embedding = load_model(run / "embedding.keras")
-    emb = embed(embedding, to_tensor(images, spec))
-    scores = distances(emb, ref.reference.vector, ref.metric)
+    x = to_tensor(images, spec)
+    scores = part_scores(embed(embedding, x), x, ref.reference.vector, ref.metric, ref.fusion, spec)
     is_good = labels == GOOD
     z = robust_z(scores, is_good)[0]
     z_cut = agreement_cut(z, is_good)

@@ -105,9 +105,9 @@ m = load_model_dir(%(model)r)
 x = np.asarray(load_labeled(%(data)r, split="test").images)[:%(n)d]
 t = to_tensor(x, m.spec)
 for i in range(len(t)):
-    m.score(m.embed(t[i:i+1]))
+    m.score_batch(t[i:i+1])
 for i in range(0, len(t), 64):
-    m.score(m.embed(t[i:i+64]))
+    m.score_batch(t[i:i+64])
 print(json.dumps(peak()))
 """
 

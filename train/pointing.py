@@ -36,7 +36,7 @@ def mask_for(data: Path, split: str, label: str, image: Path) -> np.ndarray | No
 def pointing(model_dir: Path, data: Path, split: str, tolerance: float, per_kind: int) -> dict:
     model = load_model_dir(model_dir)
     insp = Inspector(model)
-    score = lambda x: model.score(model.embed(x))  # noqa: E731
+    score = model.score_batch
     root = data / split
     if not root.is_dir():
         raise BadInput(f"{root}: no such split folder")
@@ -79,7 +79,7 @@ def sheet(model_dir: Path, examples: list[dict], path: Path, side: int = 200) ->
     """Overlays side by side (original | heat), one row per example, for the README."""
     model = load_model_dir(model_dir)
     insp = Inspector(model)
-    score = lambda x: model.score(model.embed(x))  # noqa: E731
+    score = model.score_batch
     rows = []
     for e in examples:
         img = read_image_file(Path(e["image"]))

@@ -1,0 +1,117 @@
+"""Local pixel evidence: how unlike a good part the worst small window of a part is.
+
+A PCA of the good parts' model inputs (on a grid of at most MAX_PIXELS, the input area-averaged
+down when it is larger) says what good parts can look like; a part's residual is what the good
+subspace cannot rebuild. The score is the *largest* mean squared residual over WINDOW×WINDOW
+windows, not the residual's total: a defect a few pixels wide moves a handful of pixels, which a
+sum over the whole part dilutes into the noise of every other pixel.
+
+Why it exists beside the twin's embedding: the embedding learns the defect kinds it is shown and
+can be blind to a kind it was not; the residual needs no defect at all. Measured on the default
+line, each defect type held out of training in turn (scratch experiments on the stop-13
+hold-out networks; BENCHMARKS.md has the shipped figures): unseen-type AUROC of the embedding's
+p4 distance mean 0.947 (worst 0.849, scratches), global PCA reconstruction 0.990 (0.955), this
+local residual 0.9997 (0.9993), the fused score (scoring.Fusion) 0.9997 (0.9992) with the known
+kinds at 0.9999. On the textured tile product the local residual alone reached only 0.89–0.91
+(global PCA 0.73) and fusing it moved AUROC by −0.003 to +0.006 depending on the seed — which is
+why training votes on it per line (train/score_choice.py) instead of always fusing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import BadInput
+from edge_runtime.preprocess import InputSpec
+
+MAX_PIXELS = 1024  # residual grid cells; bounds the sidecar (≤ MAX_PIXELS·MAX_COMPONENTS numbers)
+MAX_COMPONENTS = 128
+VARIANCE = 0.99  # the good subspace keeps this share of the good parts' pixel variance
+WINDOW = 3  # residual windows, in grid cells (measured: 3 ≥ 5 ≫ whole part)
+
+
+def grid_size(spec: InputSpec, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(h, w) of the residual grid: the model input, shrunk with its aspect kept to ≤ max_pixels
+    cells."""
+    h, w = spec.height, spec.width
+    if h * w <= max_pixels:
+        return h, w
+    f = (max_pixels / (h * w)) ** 0.5
+    return max(WINDOW, int(h * f)), max(WINDOW, int(w * f))
+
+
+@dataclass(frozen=True)
+class Residual:
+    """The good parts' pixel subspace on an h×w×c grid: its mean and orthonormal components."""
+
+    height: int
+    width: int
+    channels: int
+    mean: np.ndarray  # P = h·w·c
+    components: np.ndarray  # k×P, orthonormal rows
+    window: int = WINDOW
+
+    def __post_init__(self) -> None:
+        p = self.height * self.width * self.channels
+        if self.mean.shape != (p,) or self.components.ndim != 2 or self.components.shape[1] != p:
+            raise BadInput(
+                f"residual: mean {self.mean.shape} and components {self.components.shape} do "
+                f"not fit a {self.height}×{self.width}×{self.channels} grid"
+            )
+        if not 1 <= self.window <= min(self.height, self.width):
+            raise BadInput(f"residual: window {self.window} does not fit the grid")
+
+    def grid(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """Model inputs (the spec's layout) → N×P float64 on the residual grid."""
+        n = len(tensors)
+        x = np.asarray(tensors, dtype=np.float32).reshape(n, spec.height, spec.width, -1)
+        if (spec.height, spec.width) != (self.height, self.width):
+            size = (self.width, self.height)
+            x = np.stack([cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in x])
+        return x.reshape(n, -1).astype(np.float64)
+
+    def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """N×h×w mean squared residual over each cell's window (border windows reflect)."""
+        xc = self.grid(tensors, spec) - self.mean
+        r = xc - (xc @ self.components.T) @ self.components
+        r2 = (r * r).reshape(len(r), self.height, self.width, -1).sum(axis=3).astype(np.float32)
+        k = (self.window, self.window)
+        return np.stack([cv2.blur(a, k) for a in r2]) if len(r2) else r2
+
+    def scores(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """One score per part: its worst window's residual (float64)."""
+        m = self.maps(tensors, spec)
+        return m.reshape(len(m), -1).max(axis=1).astype(np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "window": self.window,
+            "mean": [float(f"{v:.6g}") for v in self.mean],
+            "components": [[float(f"{v:.6g}") for v in row] for row in self.components],
+        }
+
+
+def fit_residual(good_tensors: np.ndarray, spec: InputSpec) -> Residual:
+    """The PCA of good parts' inputs: the fewest components holding VARIANCE of their variance,
+    at most MAX_COMPONENTS and fewer than the parts (so a part is never rebuilt by itself)."""
+    h, w = grid_size(spec)
+    probe = Residual(
+        h, w, spec.channels, np.zeros(h * w * spec.channels), np.zeros((1, h * w * spec.channels))
+    )
+    x = probe.grid(good_tensors, spec)
+    if len(x) < 3:
+        raise BadInput(f"the pixel residual needs at least 3 good images, got {len(x)}")
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    var = s * s
+    if var.sum() <= 0:
+        raise BadInput("all good training images are identical; the pixel residual needs variation")
+    k = int(np.searchsorted(np.cumsum(var) / var.sum(), VARIANCE) + 1)
+    k = max(1, min(k, MAX_COMPONENTS, len(x) - 1))
+    return Residual(h, w, spec.channels, mean, vt[:k].copy())

@@ -1,0 +1,123 @@
+"""The local pixel residual (edge_runtime.residual) and the fused score in the sidecar."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import BadModel
+from edge_runtime.evaluation import auroc
+from edge_runtime.preprocess import InputSpec, to_tensor
+from edge_runtime.residual import MAX_PIXELS, fit_residual, grid_size
+from edge_runtime.scoring import Fusion, Metric, part_scores, spread
+from edge_runtime.sidecar import Sidecar
+from edge_runtime.synthetic.writer import Config, generate
+
+SPEC = InputSpec()
+
+
+@pytest.fixture(scope="module")
+def goods(tmp_path_factory) -> np.ndarray:
+    """Good terminals the generator draws, at the default 26×36 input."""
+    from edge_runtime.datasets import load_labeled
+
+    out = tmp_path_factory.mktemp("residual") / "line"
+    generate(Config(out=out, n_train=400, n_test=10, n_frames=0, seed=3, workers=1))
+    data = load_labeled(out, split="train", spec=SPEC)
+    return np.asarray(data.images)[np.asarray(data.labels) == "0"]
+
+
+def _scratch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A faint one-pixel line, 6 px long, somewhere on each part: a few pixels of evidence."""
+    out = images.astype(np.int16).copy()
+    for img in out:
+        y, x = rng.integers(4, 22), rng.integers(4, 28)
+        img[y, x : x + 6] += 30
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_the_worst_window_finds_a_thin_scratch_that_the_total_dilutes(goods):
+    fit, held = goods[:-60], goods[-60:]
+    res = fit_residual(to_tensor(fit, SPEC), SPEC)
+    scratched = _scratch(held, np.random.default_rng(0))
+    x = to_tensor(np.concatenate([held, scratched]), SPEC)
+    y = np.r_[np.zeros(len(held), bool), np.ones(len(held), bool)]
+    local = auroc(res.scores(x, SPEC), y)
+    # the same subspace, scored by the whole part's residual energy instead
+    xc = res.grid(x, SPEC) - res.mean
+    r = xc - (xc @ res.components.T) @ res.components
+    total = auroc((r * r).sum(axis=1), y)
+    assert local >= 0.95 and local > total + 0.05  # measured 0.98 vs 0.85
+
+
+def test_grid_keeps_small_inputs_and_bounds_large_ones_with_their_aspect():
+    assert grid_size(SPEC) == (26, 36)
+    h, w = grid_size(InputSpec(height=120, width=136, layout="nhwc"))
+    assert h * w <= MAX_PIXELS and abs(h / w - 120 / 136) < 0.05
+
+
+def test_a_larger_input_is_fitted_on_its_bounded_grid(goods):
+    spec = InputSpec(height=52, width=72, layout="nhwc")
+    big = np.repeat(np.repeat(goods[:50], 2, axis=1), 2, axis=2)
+    res = fit_residual(to_tensor(big, spec), spec)
+    assert (res.height, res.width) == grid_size(spec)
+    assert res.scores(to_tensor(big[:5], spec), spec).shape == (5,)
+
+
+def _fused_sidecar(untrained_model_dir, goods) -> tuple[Sidecar, Fusion]:
+    sc = Sidecar.load(untrained_model_dir / "model.json")
+    res = fit_residual(to_tensor(goods[:100], sc.input), sc.input)
+    return sc, Fusion(res, 0.5, 2.0)
+
+
+def test_a_fused_sidecar_round_trips_and_scores_the_same(untrained_model_dir, goods, tmp_path):
+    sc, fusion = _fused_sidecar(untrained_model_dir, goods)
+    sc.fusion = fusion
+    path = tmp_path / "model.json"
+    sc.save(path)
+    again = Sidecar.load(path)
+    assert again.schema_version == 4 and again.fusion is not None
+    x = to_tensor(goods[100:120], sc.input)
+    emb = np.random.default_rng(0).normal(size=(len(x), sc.embedding_dim))
+    a = part_scores(emb, x, sc.reference.vector, sc.metric, fusion, sc.input)
+    b = part_scores(emb, x, again.reference.vector, again.metric, again.fusion, again.input)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    plain = part_scores(emb, x, sc.reference.vector, sc.metric, None, sc.input)
+    residual = fusion.residual.scores(x, sc.input)
+    np.testing.assert_allclose(a, plain / 0.5 + residual / 2.0, rtol=1e-12)
+
+
+def test_a_schema_3_sidecar_loads_without_fusion(untrained_model_dir):
+    d = json.loads((untrained_model_dir / "model.json").read_text())
+    d["schema_version"] = 3
+    d.pop("fusion", None)
+    sc = Sidecar.from_dict(d)
+    assert sc.fusion is None
+    emb = np.ones((2, sc.embedding_dim))
+    np.testing.assert_allclose(
+        part_scores(emb, None, sc.reference.vector, sc.metric, None, sc.input),
+        part_scores(
+            emb, None, sc.reference.vector, Metric(sc.metric.name, sc.metric.p), None, sc.input
+        ),
+    )
+
+
+def test_a_broken_fusion_block_is_one_line_naming_the_field(untrained_model_dir, goods):
+    sc, fusion = _fused_sidecar(untrained_model_dir, goods)
+    sc.fusion = fusion
+    d = json.loads(sc.to_json())
+    d["fusion"]["residual"]["mean"] = d["fusion"]["residual"]["mean"][:-3]
+    with pytest.raises(BadModel, match="field 'fusion'"):
+        Sidecar.from_dict(d, where="m/model.json")
+    d = json.loads(sc.to_json())
+    d["fusion"]["residual_scale"] = 0
+    with pytest.raises(BadModel, match="residual_scale"):
+        Sidecar.from_dict(d, where="m/model.json")
+
+
+def test_spread_is_never_zero():
+    assert spread(np.array([1.0, 2.0, 3.0, 100.0])) > 0
+    assert spread(np.full(10, 3.0)) == 3.0
+    assert spread(np.zeros(10)) > 0
