@@ -17,7 +17,7 @@ import pytest
 from edge_runtime.calibration import DEFAULT_POLICY
 from edge_runtime.cli import main
 from edge_runtime.errors import BadInput
-from edge_runtime.preprocess import InputSpec
+from edge_runtime.preprocess import InputSpec, to_tensor
 
 pytest.importorskip("keras")
 
@@ -117,19 +117,19 @@ def test_tiny_train_writes_the_run_folder_contract(run, capsys):
 
     # validation.npz: the validation split, scored by training; the scores are reproducible
     # from embedding.keras + reference.json through the one scoring implementation.
-    from edge_runtime.preprocess import to_tensor
-    from edge_runtime.scoring import Metric, distances
+    from edge_runtime.scoring import part_scores
     from train.model import load_model
+    from train.run_folder import read_reference
 
     with np.load(run / "validation.npz", allow_pickle=False) as z:
         images, labels, paths, scores = z["images"], z["labels"], z["paths"], z["scores"]
     assert images.dtype == np.uint8 and images.shape[1:] == (26, 36)
     assert len(labels) == len(paths) == len(scores) == len(images) == t["n_val"]
     assert scores.dtype == np.float64
-    emb = load_model(run / "embedding.keras").predict(to_tensor(images, InputSpec()), verbose=0)
-    m = ref["metric"]
-    metric = Metric(m["name"], m.get("p", 4.0), inv_cov=np.asarray(m.get("inv_cov", np.eye(1))))
-    again = distances(emb, np.array(ref["reference"]["vector"]), metric)
+    x = to_tensor(images, InputSpec())
+    emb = load_model(run / "embedding.keras").predict(x, verbose=0)
+    sc = read_reference(run)
+    again = part_scores(emb, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     assert np.allclose(again, scores, rtol=1e-5, atol=1e-7)
     config = json.loads((run / "config.json").read_text())
     assert config["seed"] == 1 and config["data_sha256"] == t["data_sha256"]
@@ -199,6 +199,7 @@ def test_unknown_metric_policy_and_arch(capsys, existing_run, line):
     _fails(capsys, [*base, "--metric", "cosine"], "unknown metric 'cosine'")
     _fails(capsys, [*base, "--threshold-policy", "precision:0.9"], "unknown threshold policy")
     _fails(capsys, [*base, "--arch", "vit"], "unknown arch 'vit'")
+    _fails(capsys, [*base, "--residual", "maybe"], "--residual 'maybe'")
     _fails(capsys, [*base, "--n-ref", "some"], "--n-ref")
     _fails(capsys, [*base, "--arch", "mlp", "--views", "4"], "--views 4 needs --arch cnn")
     _fails(capsys, [*base, "--metric", "auto", "--n-ref", "1"], "--metric auto needs --n-ref")
@@ -387,3 +388,25 @@ def test_knn_metric_trains_exports_and_judges(line, tmp_path):
     model = load_model_dir(tmp_path / "model")
     assert model.sidecar.metric.name == "knn" and model.sidecar.metric.bank.shape[1] == 128
     assert main(["eval", "--model", str(tmp_path / "model"), "--data", str(line)]) == 0
+
+
+def test_a_fused_score_trains_exports_and_the_line_reproduces_it(line, tmp_path):
+    """`--residual on`: the sidecar carries the pixel residual, and the line's Inspector scores
+    each validation image exactly as training did (validation.npz)."""
+    from edge_runtime.inspector import Inspector
+    from edge_runtime.model import load_model_dir
+    from export.build import export_run
+
+    run = tmp_path / "fused"
+    assert main(["train", "--data", str(line), "--out", str(run), *TINY, "--residual", "on"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["residual"]["chosen"] == "on"
+    export_run(run, tmp_path / "model", log=lambda *_: None)
+    model = load_model_dir(tmp_path / "model")
+    assert model.sidecar.schema_version == 4 and model.sidecar.fusion is not None
+    with np.load(run / "validation.npz") as z:
+        images, scores = z["images"], z["scores"]
+    again = Inspector(model, max_batch=32).score_patches(images)
+    np.testing.assert_allclose(again, scores, rtol=1e-4, atol=1e-5)
+    residual_only = model.sidecar.fusion.residual.scores(to_tensor(images, model.spec), model.spec)
+    assert np.corrcoef(residual_only, scores)[0, 1] > 0.1  # the residual is really in the score

@@ -52,6 +52,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "Mahalanobis, whichever separates the validation parts plus synthetic anomalies better; "
         "Mahalanobis on a good-only line)",
     )
+    p.add_argument(
+        "--residual",
+        default="auto",
+        help="add the local pixel residual of the good parts' PCA to the score: auto | on | off "
+        "(default auto: added when it separates the validation parts plus synthetic anomalies "
+        "better and keeps the real defects)",
+    )
     p.add_argument("--p", type=float, default=4.0, help="Minkowski order (default 4)")
     p.add_argument(
         "--n-ref",
@@ -134,6 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         arch=args.arch,
         metric=args.metric,
+        residual=args.residual,
         p=args.p,
         n_ref=_n_ref(args.n_ref),
         threshold_policy=args.threshold_policy,

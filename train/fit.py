@@ -21,9 +21,9 @@ from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
 from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
-from edge_runtime.scoring import KNN_K, Metric, coreset, distances, fit_inv_cov
+from edge_runtime.scoring import KNN_K, Fusion, Metric, coreset, fit_inv_cov, part_scores
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
-from train.score_choice import AUTO, choose_metric
+from train.score_choice import AUTO, RESIDUAL_MODES, VoteSet, choose_fusion, choose_metric
 
 GOOD = "0"
 SYNTHETIC = "synthetic"  # label of synthetic anomalies in a good-only run's validation figures
@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     arch: str = "cnn"  # measured better than the reference mlp; see the report
     metric: str = "auto"  # auto: Minkowski p=4 or Mahalanobis, chosen per run (train.score_choice)
+    residual: str = "auto"  # add the local pixel residual to the score: auto (vote) | on | off
     p: float = 4.0
     n_ref: int | None = DEFAULT_N_REF  # None = every good training image
     # None: DEFAULT_POLICY, or GOOD_ONLY_POLICY when the data holds no defective image
@@ -89,6 +90,10 @@ class TrainConfig:
                 inv_cov=np.eye(1) if self.metric == "mahalanobis" else None,
                 bank=np.zeros((1, 1)) if self.metric == "knn" else None,
                 k=1,
+            )
+        if self.residual not in RESIDUAL_MODES:
+            raise BadInput(
+                f"--residual {self.residual!r}: choose one of {', '.join(RESIDUAL_MODES)}"
             )
         policy = Policy.parse(self.threshold_policy or DEFAULT_POLICY)
         if self.epochs < 1:
@@ -162,6 +167,7 @@ class Result:
     holdout_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     train_seconds: float = 0.0
     prototypes: dict = field(default_factory=dict)  # label → Prototype (known defect types)
+    fusion: Fusion | None = None  # the pixel residual added to the score (train.score_choice)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -526,12 +532,11 @@ def train(cfg: TrainConfig) -> Result:
     ref_emb = embed(embedding, x[ref_idx])
     reference = ref_emb.mean(axis=0)
     choice = None
+    val_goods = data.val_idx[~is_defect[data.val_idx]]
+    vote = VoteSet(x[data.val_idx], is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed)
+    emb_of = lambda t: embed(embedding, t)  # noqa: E731
     if cfg.metric == AUTO:
-        val_goods = data.val_idx[~is_defect[data.val_idx]]
-        metric, choice = choose_metric(
-            lambda t: embed(embedding, t), ref_emb, reference, x[data.val_idx],
-            is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed, good_only,
-        )  # fmt: skip
+        metric, choice = choose_metric(emb_of, ref_emb, reference, vote, good_only)
     else:
         inv_cov = fit_inv_cov(ref_emb)[0] if cfg.metric == "mahalanobis" else None
         bank = (
@@ -540,16 +545,23 @@ def train(cfg: TrainConfig) -> Result:
         k = min(KNN_K, len(good_train))
         metric = Metric(cfg.metric, p=cfg.p, inv_cov=inv_cov, bank=bank, k=k)
 
-    # Embedding-based figures on validation.
+    fusion, residual_choice = choose_fusion(
+        emb_of, x[good_train], reference, metric, vote, spec, cfg.residual
+    )
+
+    def score(t: np.ndarray) -> np.ndarray:  # the line's score (edge_runtime.scoring)
+        return part_scores(emb_of(t), t, reference, metric, fusion, spec)
+
+    # Score-based figures on validation.
     val_labels = data.labels[data.val_idx]
-    val_scores = distances(embed(embedding, x[data.val_idx]), reference, metric)
+    val_scores = score(x[data.val_idx])
     # The policy's threshold, bagged over bootstrap resamples of the validation scores so one
     # odd validation part cannot swing it; its interval and expected rates travel with it.
     cal = calibrate(val_scores, val_labels != GOOD, policy, seed=cfg.seed)
     threshold = cal.value
     if good_only:  # figures against synthetic anomalies of the validation goods
         syn = val_x[1][val_pairs.label == DIFFERENT]
-        syn_scores = distances(embed(embedding, syn), reference, metric)
+        syn_scores = score(syn)
         ref_report = report(
             np.r_[val_scores, syn_scores],
             [*val_labels.tolist(), *[SYNTHETIC] * len(syn_scores)],
@@ -574,6 +586,7 @@ def train(cfg: TrainConfig) -> Result:
         "arch": cfg.arch,
         "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
         "metric_choice": choice,
+        "residual": residual_choice,
         "threshold_policy": str(policy),
         "good_only": good_only,
         "calibration": cal.to_dict(),
@@ -591,7 +604,7 @@ def train(cfg: TrainConfig) -> Result:
     }
     holdout_scores = np.zeros(0)
     if data.holdout_idx.size:
-        holdout_scores = distances(embed(embedding, x[data.holdout_idx]), reference, metric)
+        holdout_scores = score(x[data.holdout_idx])
         good_val = val_scores[val_labels == GOOD]
         s = np.r_[good_val, holdout_scores]
         y = np.r_[np.zeros(good_val.size, bool), np.ones(holdout_scores.size, bool)]
@@ -613,6 +626,7 @@ def train(cfg: TrainConfig) -> Result:
         reference=reference,
         ref_paths=data.paths[ref_idx].tolist(),
         metric=metric,
+        fusion=fusion,
         threshold=threshold,
         val_scores=val_scores,
         metrics=metrics,

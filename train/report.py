@@ -114,6 +114,15 @@ def _row(name: str, m: dict) -> str:
     )
 
 
+def _fused(m: dict) -> bool:
+    return (m.get("residual") or {}).get("chosen") == "on"
+
+
+def score_name(m: dict) -> str:
+    """What the run scores with, e.g. 'minkowski p=4 + pixel residual'."""
+    return m["metric"] + (" + pixel residual" if _fused(m) else "")
+
+
 def summary_lines(r) -> list[str]:
     """The closing summary printed by `twinspect train`."""
     m = r.metrics
@@ -126,7 +135,7 @@ def summary_lines(r) -> list[str]:
             if m.get("good_only")
             else "defective"
         ),
-        f"reference distance ({m['metric']}, n_ref {m['n_ref']}): AUROC {ref['auroc']:.4f}, "
+        f"score ({score_name(m)}, n_ref {m['n_ref']}): AUROC {ref['auroc']:.4f}, "
         f"accuracy {ref['accuracy']:.2%}, escape {ref['escape_rate']:.2%}, "
         f"overkill {ref['overkill_rate']:.2%} at threshold {ref['threshold']:.4g} "
         f"({m['threshold_policy']})",
@@ -135,6 +144,11 @@ def summary_lines(r) -> list[str]:
         *(
             [f"  score {m['metric_choice']['chosen']} (--metric auto): {m['metric_choice']['why']}"]
             if m.get("metric_choice")
+            else []
+        ),
+        *(
+            [f"  pixel residual {m['residual']['chosen']}: {m['residual']['why']}"]
+            if m.get("residual")
             else []
         ),
         *(f"  {line}" for line in m.get("calibration_lines", [])),
@@ -162,7 +176,14 @@ def markdown(r) -> str:
         f"excluded. Every figure below is on validation data the network did not train on.",
         "",
         f"Score: {m['metric']} distance of the embedding to the mean embedding of "
-        f"{m['n_ref']} good training images. Threshold policy `{m['threshold_policy']}`: "
+        f"{m['n_ref']} good training images"
+        + (
+            ", plus the local pixel residual of the good parts' PCA (each in units of its "
+            "spread over the validation goods)"
+            if _fused(m)
+            else ""
+        )
+        + f". Threshold policy `{m['threshold_policy']}`: "
         "NG when score > threshold. Escape = defects passed as OK; overkill = good parts "
         "rejected.",
         "",

@@ -37,6 +37,7 @@ REFERENCE_SECTIONS = (
     "roi",
     "reference",
     "metric",
+    "fusion",
     "threshold",
     "labels",
     "prototypes",
@@ -118,6 +119,7 @@ def reference_dict(r: Result) -> dict:
             "images_sha256": paths_sha256(r.ref_paths),
         },
         "metric": r.metric.to_dict(),
+        "fusion": None if r.fusion is None else r.fusion.to_dict(),
         "threshold": {
             "value": float(r.threshold),
             "policy": r.metrics["threshold_policy"],
