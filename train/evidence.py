@@ -70,6 +70,7 @@ from train.evidence_quality import (
     load_split,
     quality_default,
     quality_difficulty,
+    quality_good_only,
     quality_unseen,
 )
 from train.evidence_report import (
@@ -148,6 +149,7 @@ __all__ = [
     "python_child",
     "quality_default",
     "quality_difficulty",
+    "quality_good_only",
     "quality_unseen",
     "read_json",
     "run",
@@ -293,6 +295,10 @@ def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
     res["unseen"], res["unseen_settings"], res["unseen_verdicts"] = quality_unseen(
         plan, data, labels
     )
+
+    LOG.stage("good parts only (default line)")
+    res["good_only"] = quality_good_only(plan, data)
+    LOG(f"  good-only: AUROC {f3(res['good_only']['auroc'])} ({res['good_only']['score']})")
 
     LOG.stage("difficulty sweep")
     runs = {1.0: default}

@@ -223,15 +223,29 @@ def generate(plan: Plan, difficulty: float) -> Path:
 
 
 def train_export_eval(
-    plan: Plan, data: Path, name: str, *extra: str, seed: int | None = None
+    plan: Plan,
+    data: Path,
+    name: str,
+    *extra: str,
+    seed: int | None = None,
+    train_data: Path | None = None,
 ) -> dict:
-    """twinspect train → export → eval on the test split; the paths and the eval figures."""
+    """twinspect train (on train_data, or data) → export → eval on data's test split; the paths
+    and the eval figures."""
     run = plan.work / "runs" / name
     model = plan.work / "models" / name
     ev = plan.work / "eval" / f"{name}.json"
     ev.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    twinspect("train", "--data", str(data), "--out", str(run), *plan.train_args(seed), *extra)
+    twinspect(
+        "train",
+        "--data",
+        str(train_data or data),
+        "--out",
+        str(run),
+        *plan.train_args(seed),
+        *extra,
+    )
     train_s = time.perf_counter() - t0
     twinspect("export", "--run", str(run), "--out", str(model))
     twinspect(
@@ -248,3 +262,22 @@ def train_export_eval(
         "augment": dig(read_json(run / "config.json"), "augment"),
         "val": dig(read_json(run / "metrics.json"), "validation", "reference"),
     }
+
+
+def good_only_data(data: Path, work: Path) -> Path:
+    """A good-only line: the data's good training folder (`0` or `good`) alone, linked into
+    WORK/good-only/train/good, not copied."""
+    src = next((data / "train" / g for g in ("0", "good") if (data / "train" / g).is_dir()), None)
+    if src is None:
+        raise RuntimeError(f"{data}/train has no good folder (0 or good)")
+    link = work / "good-only" / "train" / "good"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(src.resolve(), target_is_directory=True)
+    return link.parent.parent
+
+
+def score_label(model_json: dict) -> str:
+    """What a shipped model scores with, e.g. 'minkowski + pixel residual'."""
+    name = dig(model_json, "metric", "name") or "—"
+    return name + (" + pixel residual" if model_json.get("fusion") else "")

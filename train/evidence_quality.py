@@ -32,7 +32,9 @@ from train.evidence_plumbing import (
     TWINSPECT,
     Plan,
     dig,
+    good_only_data,
     read_json,
+    score_label,
     train_export_eval,
 )
 
@@ -186,10 +188,30 @@ def quality_unseen(plan: Plan, data: Path, labels: list[str]) -> tuple[dict, dic
         settings_out[lab] = settings
         verdicts_out[lab] = {
             "verdicts": r["eval"].get("verdicts", {}),
-            "metric": dig(read_json(r["model"] / "model.json"), "metric", "name"),
+            "metric": score_label(read_json(r["model"] / "model.json")),
         }
         LOG("  " + ", ".join(f"{k}: {v:.3f}" for k, v in row.items() if v is not None))
     return out, settings_out, verdicts_out
+
+
+def quality_good_only(plan: Plan, data: Path) -> dict:
+    """The line from its good training images alone (default commands): test figures at the
+    good-quantile threshold train picks for a good-only line, per defect type, and the score."""
+    r = train_export_eval(
+        plan, data, "good-only", *plan.protocol_args(), train_data=good_only_data(data, plan.work)
+    )
+    e = r["eval"].get("test", r["eval"]) if isinstance(r["eval"].get("test"), dict) else r["eval"]
+    side = read_json(r["model"] / "model.json")
+    return {
+        "auroc": e.get("auroc"),
+        "accuracy": e.get("accuracy"),
+        "escape_rate": e.get("escape_rate"),
+        "overkill_rate": e.get("overkill_rate"),
+        "per_label": {k: v.get("auroc") for k, v in (e.get("per_label") or {}).items()},
+        "policy": dig(side, "threshold", "policy"),
+        "score": score_label(side),
+        "n_good_train": dig(read_json(r["run"] / "metrics.json"), "n_train"),
+    }
 
 
 def quality_difficulty(plan: Plan, runs: dict[float, dict], datas: dict[float, Path]) -> dict:

@@ -144,7 +144,7 @@ def _novel_lines(uv: dict, names: dict) -> list[str]:
         "",
         "The same hold-out runs on the line (`twinspect eval`'s verdicts by label): each known "
         "type is a Mahalanobis region in the sidecar, a rejected part outside all of them is "
-        "NOVEL. Score = the distance `--metric auto` chose for the run.",
+        "NOVEL. Score = what `--metric auto` and `--residual auto` chose for the run.",
         "",
         *table(
             [
@@ -155,6 +155,41 @@ def _novel_lines(uv: dict, names: dict) -> list[str]:
                 "known-type rejects called NOVEL",
             ],
             rows,
+        ),
+    ]
+
+
+def _good_only_lines(go: dict | None, names: dict) -> list[str]:
+    """The default line trained from its good parts alone: how a new line starts."""
+    if not go:
+        return []
+    per = go.get("per_label") or {}
+    return [
+        "",
+        "## From good parts only",
+        "",
+        "`twinspect train` on the default line's good training images alone (no defect "
+        "collected yet; the twin learns from synthetic anomalies), "
+        f"default commands otherwise; score: {go.get('score')}; threshold "
+        f"`{go.get('policy')}`. Test split, every defect type unseen:",
+        "",
+        *table(
+            [
+                "AUROC",
+                "accuracy",
+                "escape",
+                "overkill",
+                *[f"{k} {names.get(k, '')}".strip() for k in per],
+            ],
+            [
+                [
+                    f3(go.get("auroc")),
+                    pct(go.get("accuracy")),
+                    pct(go.get("escape_rate")),
+                    pct(go.get("overkill_rate")),
+                    *[f3(v) for v in per.values()],
+                ]
+            ],
         ),
     ]
 
@@ -243,7 +278,8 @@ def markdown(res: dict) -> str:
     L += [
         f"Methods: **twinspect** — `twinspect train` defaults ({_describe(res)}, fresh pairs "
         "every epoch, reference = mean of every good training image, score chosen by "
-        "`--metric auto`: Minkowski p=4 or Mahalanobis), exported to ONNX and judged by "
+        "`--metric auto`: Minkowski p=4 or Mahalanobis, plus the local pixel residual of the "
+        "good parts' PCA when `--residual auto` votes for it), exported to ONNX and judged by "
         "`twinspect eval`; **twinspect --arch mlp** — the same with the reference notebook's MLP "
         "(no augmentation). **Reference recipe** — the MLP twin trained once on fixed pairs "
         f"({sp['recipe']['epochs']} epochs, batch {sp['recipe']['batch_size']}, Adam, contrastive "
@@ -286,6 +322,7 @@ def markdown(res: dict) -> str:
             *table(["held-out type", *methods], rows),
         ]
         L += _novel_lines(res.get("unseen_verdicts") or {}, names)
+    L += _good_only_lines(res.get("good_only"), names)
     # -- difficulty
     dif = res.get("difficulty")
     if dif:

@@ -26,6 +26,7 @@ from edge_runtime.evaluation import report
 from edge_runtime.preprocess import InputSpec
 from train.baselines import GOOD, LogisticPixels, PcaReconstruction, PixelTemplate, label_auroc
 from train.evidence import f3, pct, table, twinspect
+from train.evidence_plumbing import good_only_data, score_label
 from train.pairs import stratified_split
 
 BEGIN, END = "<!-- real-surface:begin -->", "<!-- real-surface:end -->"
@@ -68,10 +69,11 @@ def run_twinspect(
         "auroc": e["auroc"],
         "accuracy": e["accuracy"],
         "escape_rate": e["escape_rate"],
-        "metric": side["metric"]["name"],
+        "metric": score_label(side),
         # as the run recorded them: a reused run may predate today's defaults
         "settings": f"reference of {config.get('n_ref') or 'every'} good image(s), "
-        f"--metric {config.get('metric')} → {side['metric']['name']}",
+        f"--metric {config.get('metric')}, --residual {config.get('residual', 'off')} → "
+        f"{score_label(side)}",
         "overkill_rate": e["overkill_rate"],
         "per_label": {k: v["auroc"] for k, v in e.get("per_label", {}).items()},
         "threshold": side["threshold"]["value"],
@@ -80,16 +82,6 @@ def run_twinspect(
         "expected_overkill": cal.get("overkill_range"),
         "model": str(model),
     }
-
-
-def good_only_data(data: Path, work: Path) -> Path:
-    """A good-only line: the tile's good training images alone (linked, not copied)."""
-    root = work / "tile-good-only"
-    link = root / "train" / "good"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to((data / "train" / "good").resolve(), target_is_directory=True)
-    return root
 
 
 def run_baselines(data: Path, seed: int) -> list[dict]:
