@@ -63,23 +63,31 @@ class Residual:
             )
         if not 1 <= self.window <= min(self.height, self.width):
             raise BadInput(f"residual: window {self.window} does not fit the grid")
+        # float32 copies for the line: half the cost of float64 per part (measured 12 vs 25 µs
+        # for the two products at 936 × 114), and the residual needs no more precision
+        object.__setattr__(self, "_mean32", np.asarray(self.mean, dtype=np.float32))
+        object.__setattr__(self, "_c32", np.asarray(self.components, dtype=np.float32))
+        object.__setattr__(self, "_ct32", np.ascontiguousarray(self._c32.T))
 
     def grid(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
-        """Model inputs (the spec's layout) → N×P float64 on the residual grid."""
+        """Model inputs (the spec's layout) → N×P float32 on the residual grid."""
         n = len(tensors)
         x = np.asarray(tensors, dtype=np.float32).reshape(n, spec.height, spec.width, -1)
         if (spec.height, spec.width) != (self.height, self.width):
             size = (self.width, self.height)
             x = np.stack([cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in x])
-        return x.reshape(n, -1).astype(np.float64)
+        return x.reshape(n, -1)
 
     def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
         """N×h×w mean squared residual over each cell's window (border windows reflect)."""
-        xc = self.grid(tensors, spec) - self.mean
-        r = xc - (xc @ self.components.T) @ self.components
-        r2 = (r * r).reshape(len(r), self.height, self.width, -1).sum(axis=3).astype(np.float32)
-        k = (self.window, self.window)
-        return np.stack([cv2.blur(a, k) for a in r2]) if len(r2) else r2
+        xc = self.grid(tensors, spec) - self._mean32
+        r = xc - (xc @ self._ct32) @ self._c32
+        r2 = (r * r).reshape(len(r), self.height, self.width, self.channels)
+        r2 = r2[..., 0] if self.channels == 1 else r2.sum(axis=3)
+        out = np.empty_like(r2)
+        for i, a in enumerate(r2):
+            cv2.blur(a, (self.window, self.window), dst=out[i])
+        return out
 
     def scores(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
         """One score per part: its worst window's residual (float64)."""
@@ -104,7 +112,7 @@ def fit_residual(good_tensors: np.ndarray, spec: InputSpec) -> Residual:
     probe = Residual(
         h, w, spec.channels, np.zeros(h * w * spec.channels), np.zeros((1, h * w * spec.channels))
     )
-    x = probe.grid(good_tensors, spec)
+    x = probe.grid(good_tensors, spec).astype(np.float64)
     if len(x) < 3:
         raise BadInput(f"the pixel residual needs at least 3 good images, got {len(x)}")
     mean = x.mean(axis=0)
