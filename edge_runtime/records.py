@@ -26,7 +26,9 @@ import io
 import json
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +148,11 @@ class FsyncPolicy:
     disk, which the line feels); `batch` (default) flushes every `records` records or once
     `seconds` have passed since the last flush, whichever comes first, so a power cut loses at
     most that much; `off` leaves it to the OS (typically up to 30 s of records on a power cut).
+
+    Where the flush runs (RecordWriter): `batch` fsyncs on a thread of its own (_Flusher), so
+    a slow flush delays the flush, not the next part. `every` fsyncs in write(), on the
+    inspection thread, because that is what it promises: a record is on the disk before the
+    sinks hear of it and before the next part is judged — the cost its user chose.
     """
 
     mode: str = "batch"
@@ -168,6 +175,69 @@ class ResultsWriteError(BadInput):
     every record before it, whole; the run stops, as nothing more could be kept."""
 
 
+class _Flusher:
+    """`--fsync batch` off the inspection thread: a thread that calls `sync` when the policy
+    says a flush is due (`records` written, or `seconds` since the last flush with one
+    waiting). write() only counts (`wrote`), so a part never waits for a flush.
+
+    A failed flush ends the thread; its error is raised by the writer's next write() or by
+    close() (`check`, `stop`), so the run stops with exit 2 as when the flush was in write().
+    """
+
+    def __init__(self, policy: FsyncPolicy, sync: Callable[[], None]) -> None:
+        self._policy = policy
+        self._sync = sync
+        self._cond = threading.Condition()
+        self._pending = 0  # records written since the last flush began
+        self._since = time.monotonic()  # when the last flush began
+        self._closing = False
+        self._error: ResultsWriteError | None = None
+        self._thread = threading.Thread(target=self._run, name="twinspect-fsync", daemon=True)
+        self._thread.start()
+
+    def _due(self) -> bool:
+        return self._policy.due(self._pending, time.monotonic() - self._since)
+
+    def wrote(self) -> None:
+        """One more record is in the file (called by write(), after the write)."""
+        with self._cond:
+            self._pending += 1
+            if self._due():
+                self._cond.notify()
+
+    def check(self) -> None:
+        """Raise the error of a flush that failed."""
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._closing or self._due(), timeout=self._policy.seconds
+                )
+                if self._closing:
+                    return
+                if not self._due():
+                    continue
+                self._pending, self._since = 0, time.monotonic()
+            try:
+                self._sync()  # outside the lock: write() goes on meanwhile
+            except ResultsWriteError as e:
+                self._error = e
+                return
+
+    def stop(self) -> int:
+        """Stop the thread (after a flush in progress ends); how many records wrote() counted
+        since the last flush began, for close() to flush. Raises a flush's error."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self.check()
+        return self._pending
+
+
 class RecordWriter:
     """Writes records to a file (or stdout), each as one whole line with one write().
 
@@ -188,8 +258,9 @@ class RecordWriter:
         self.count = 0
         self.fsync = fsync or FsyncPolicy()
         self.fsyncs = 0  # how many times the file was forced to disk
-        self._unsynced = 0
+        self._unsynced = 0  # `every`: records written since the last fsync (batch: _Flusher's)
         self._synced_at = time.monotonic()
+        self._flusher: _Flusher | None = None
         self._fd: int | None = None
         self._good = 0  # file size after the last complete record
         if path is not None:
@@ -202,6 +273,8 @@ class RecordWriter:
                 if self._fd is not None:
                     os.close(self._fd)
                 raise BadInput(f"--out {path}: cannot open for writing ({e.strerror})") from None
+        if self._fd is not None and self.fsync.mode == "batch":
+            self._flusher = _Flusher(self.fsync, self._sync)
         if fmt == "csv" and self._good == 0:
             self._write(",".join(CSV_FIELDS) + "\r\n")
 
@@ -215,6 +288,8 @@ class RecordWriter:
             except OSError as e:
                 raise ResultsWriteError(f"stdout: cannot write ({e.strerror or e})") from None
             return
+        if self._flusher is not None:
+            self._flusher.check()  # a failed flush stops the run, as it did in write()
         data = text.encode("utf-8")
         try:
             view = memoryview(data)
@@ -227,12 +302,18 @@ class RecordWriter:
                 f"{self.count} records written this run are kept, whole"
             ) from None
         self._good += len(data)
+        if self._flusher is not None:
+            self._flusher.wrote()
+            return
         self._unsynced += 1
         if self.fsync.due(self._unsynced, time.monotonic() - self._synced_at):
             self._sync()
+            self._unsynced, self._synced_at = 0, time.monotonic()
 
     def _sync(self) -> None:
-        """fsync the file; a failure means records may not be on the disk: stop, exit 2."""
+        """fsync the file; a failure means records may not be on the disk: stop, exit 2. Runs
+        on the inspection thread (`every`, close) or the flusher's (`batch`), never on both at
+        once: close() stops the flusher first."""
         try:
             os.fsync(self._fd)
         except OSError as e:
@@ -242,8 +323,6 @@ class RecordWriter:
                 f"--out {self.path}: cannot force records to disk ({e.strerror or e})"
             ) from None
         self.fsyncs += 1
-        self._unsynced = 0
-        self._synced_at = time.monotonic()
 
     def _cut_back(self) -> None:
         """Truncate a partly written record (devices and pipes cannot be truncated: nothing
@@ -264,9 +343,13 @@ class RecordWriter:
         self.count += 1
 
     def close(self) -> None:
-        """Force what is left to disk (unless --fsync off) and close; safe to call twice."""
+        """Force what is left to disk (unless --fsync off) and close; safe to call twice.
+        Raises ResultsWriteError when a flush failed, here or on the flusher's thread."""
         if self._fd is not None:
             try:
+                if self._flusher is not None:
+                    flusher, self._flusher = self._flusher, None
+                    self._unsynced = flusher.stop()
                 if self.fsync.mode != "off" and self._unsynced:
                     self._sync()
             finally:

@@ -91,7 +91,9 @@ class RunConfig:
     deadline_ms: float | None = None  # capture → decision; None: no deadline
     fail_safe: str = "NG"  # the verdict of a part decided late: NG | ERROR | OK
     stale_after_s: float = 5.0  # /healthz: a camera without a frame this long is stale
-    sinks: tuple[str, ...] = ()  # mqtt://…, modbus://…, opcua://…, http(s):// (sinks_hook)
+    # mqtt://…, modbus://…, opcua://…, http(s)://…, or a mapping {"url": …, option: …} as
+    # open_sink takes it (a station file's webhook with token_env/token_file): sinks_hook
+    sinks: tuple[str | dict, ...] = ()
     mqtt: str | None = None  # --mqtt mqtt://HOST:PORT/PREFIX: one more sink URL
     modbus: str | None = None  # --modbus HOST:PORT → modbus://HOST:PORT
     opcua_port: int | None = None  # --opcua-port N (a single run; a station's is Station's)

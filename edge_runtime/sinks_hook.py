@@ -6,8 +6,10 @@ The sinks themselves are `edge_runtime/sinks/` (`open_sink(target, queue_dir=…
 everything a run needs to decide about sinks is decided here, once, for a single run and for a
 station alike:
 
-- which URLs a camera has: its `sinks` list plus the shorthands `mqtt` (`--mqtt URL`),
-  `modbus` (`--modbus HOST:PORT`) and the station's `opcua_port` (`--opcua-port N`);
+- which sinks a camera has: its `sinks` list (URLs; in a station file also a webhook's
+  `{ url = …, token_env = … }` table, handed to open_sink as a mapping) plus the shorthands
+  `mqtt` (`--mqtt URL`), `modbus` (`--modbus HOST:PORT`) and the station's `opcua_port`
+  (`--opcua-port N`);
 - what is refused before a model is loaded (one line, exit 2): a URL that is not one, sinks
   whose results go to stdout (a queued sink keeps undelivered verdicts in a folder beside the
   results file, and stdout has no folder), a protocol library that is not installed;
@@ -27,6 +29,7 @@ import importlib.util
 import math
 import shutil
 import threading
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,15 +101,30 @@ def scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
-def sink_urls(cfg: RunConfig, opcua_port: int | None = None) -> list[str]:
-    """Every sink URL of one camera: its `sinks`, then the mqtt and modbus shorthands, then the
-    OPC UA server (`opcua_port`: the station's, or a single run's --opcua-port)."""
-    urls = list(cfg.sinks or ())
-    urls += [u for u in (cfg.mqtt, cfg.modbus) if u]
+def sink_url(target: str | Mapping[str, Any]) -> str:
+    """A sink's URL: the target itself, or the `url` of a mapping with options (a station
+    file's `{ url = "https://…", token_env = "VAR" }`)."""
+    return target if isinstance(target, str) else target["url"]
+
+
+def sink_targets(cfg: RunConfig, opcua_port: int | None = None) -> list[str | Mapping[str, Any]]:
+    """Every sink of one camera, as open_sink takes it (a URL, or a mapping with a `url`): its
+    `sinks`, then the mqtt and modbus shorthands, then the OPC UA server (`opcua_port`: the
+    station's, or a single run's --opcua-port)."""
+    targets = list(cfg.sinks or ())
+    targets += [u for u in (cfg.mqtt, cfg.modbus) if u]
     port = opcua_port if opcua_port is not None else cfg.opcua_port
     if port is not None:
-        urls.append(opcua_url(port))
-    return list(dict.fromkeys(urls))  # named twice (sinks and a shorthand): opened once
+        targets.append(opcua_url(port))
+    by_url: dict[str, str | Mapping[str, Any]] = {}
+    for target in targets:  # named twice (sinks and a shorthand): opened once
+        by_url.setdefault(sink_url(target), target)
+    return list(by_url.values())
+
+
+def sink_urls(cfg: RunConfig, opcua_port: int | None = None) -> list[str]:
+    """The URLs of sink_targets, in the same order."""
+    return [sink_url(t) for t in sink_targets(cfg, opcua_port)]
 
 
 def queue_dir_for(out: Path) -> Path:
@@ -199,14 +217,14 @@ def open_sinks(cfgs: list[RunConfig], opcua_port: int | None = None) -> list[lis
     """
     from edge_runtime.sinks import open_sink
 
-    urls = [sink_urls(cfg, opcua_port) for cfg in cfgs]
+    targets = [sink_targets(cfg, opcua_port) for cfg in cfgs]
     per_camera: list[list[Any]] = [[] for _ in cfgs]
     opened: list[Any] = []
     made: list[Path] = []
     try:
         shared: dict[str, list[int]] = {}
-        for i, cam_urls in enumerate(urls):
-            for url in cam_urls:
+        for i, cam_targets in enumerate(targets):
+            for url in map(sink_url, cam_targets):
                 if scheme(url) in STATE_SCHEMES:
                     shared.setdefault(url, []).append(i)
         for url, users in shared.items():
@@ -216,13 +234,13 @@ def open_sinks(cfgs: list[RunConfig], opcua_port: int | None = None) -> list[lis
             handle = SharedSink(sink, len(users))
             for i in users:
                 per_camera[i].append(handle)
-        for i, (cfg, cam_urls) in enumerate(zip(cfgs, urls, strict=True)):
-            queued = [u for u in cam_urls if scheme(u) not in STATE_SCHEMES]
+        for i, (cfg, cam_targets) in enumerate(zip(cfgs, targets, strict=True)):
+            queued = [t for t in cam_targets if scheme(sink_url(t)) not in STATE_SCHEMES]
             if not queued:
                 continue
             folder = _queue_dir(cfg.out, made)
-            for url in queued:
-                sink = open_sink(url, queue_dir=folder, camera=cfg.camera)
+            for target in queued:
+                sink = open_sink(target, queue_dir=folder, camera=cfg.camera)
                 opened.append(sink)
                 per_camera[i].append(sink)
     except BaseException:

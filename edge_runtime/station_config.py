@@ -15,9 +15,16 @@ so a command-line option overrides the station's defaults (e.g. `--max-frames 10
 test of every camera) but never a value an engineer set on one camera on purpose. Station-wide
 keys and [metrics] are overridden by the command line.
 
-Relative paths in the file (model, source, out, save_ng) are relative to the file's own folder,
-so a station file means the same whatever folder the service starts in; paths given on the
-command line are relative to the current folder, as always.
+Relative paths in the file (model, source, out, save_ng, a webhook's token_file) are relative
+to the file's own folder, so a station file means the same whatever folder the service starts
+in; paths given on the command line are relative to the current folder, as always.
+
+A webhook's bearer token is never written in the file: a `sinks` entry may be a table
+`{ url = "https://…", token_env = "VARIABLE" }` (or `token_file = "path"`, its first line),
+handed to open_sink as the mapping it takes, so the sink reads the secret with its own code
+(sinks.base.Options.secret). That same code is run once here, so a variable that is not set or
+a file that cannot be read is one line naming the station file and the key, exit 2, before a
+model is loaded.
 """
 
 from __future__ import annotations
@@ -29,13 +36,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from edge_runtime.errors import BadInput
 from edge_runtime.parts import NAME_RE
 from edge_runtime.preprocess import Roi
 from edge_runtime.runner import RunConfig
-from edge_runtime.sinks_hook import check_sink_url, modbus_url, mqtt_url, sink_urls
+from edge_runtime.sinks_hook import check_sink_url, modbus_url, mqtt_url, scheme, sink_urls
 from edge_runtime.sources import URL_RE
 from edge_runtime.station import Station
 
@@ -69,6 +86,40 @@ class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class WebhookTable(_Table):
+    """A `sinks` entry for a webhook with a bearer token, read at start and never written here:
+    `{ url = "https://…", token_env = "VARIABLE" }` or `token_file = "path"` (its first line)."""
+
+    url: Annotated[str, AfterValidator(_sink)]
+    token_env: str | None = None
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _webhook_only(self) -> WebhookTable:
+        if scheme(self.url) not in ("http", "https"):
+            raise ValueError(
+                f"{self.url!r}: token_env/token_file are for http(s):// webhooks (other sinks "
+                "take password_env/password_file in the URL)"
+            )
+        return self
+
+
+# A `sinks` entry: a URL, or a webhook's table, told apart by their TOML type (so an error is
+# about the one the engineer wrote); the tags are dropped from an error's key path.
+SINK_URL, SINK_TABLE = SINK_TAGS = ("sink URL", "sink table")
+
+
+def _sink_kind(v: Any) -> str:
+    return SINK_TABLE if isinstance(v, dict | WebhookTable) else SINK_URL
+
+
+SinkEntry = Annotated[
+    Annotated[Annotated[str, AfterValidator(_sink)], Tag(SINK_URL)]
+    | Annotated[WebhookTable, Tag(SINK_TABLE)],
+    Discriminator(_sink_kind),
+]
+
+
 class CameraKeys(_Table):
     """Keys a camera takes, each also valid in [defaults]; None = not given here."""
 
@@ -93,7 +144,7 @@ class CameraKeys(_Table):
     fail_safe: Literal["NG", "ERROR", "OK"] | None = None
     part_id_from: Literal["frame", "filename"] | None = None
     stale_after_s: PositiveFloat | None = None
-    sinks: list[Annotated[str, AfterValidator(_sink)]] | None = None
+    sinks: list[SinkEntry] | None = None
     mqtt: Annotated[str, AfterValidator(mqtt_url)] | None = None
     modbus: Annotated[str, AfterValidator(modbus_url)] | None = None
 
@@ -152,6 +203,7 @@ def _table_keys(loc: tuple) -> list[str]:
             "cameras": CameraTable.model_fields,
             "defaults": CameraKeys.model_fields,
             "metrics": MetricsTable.model_fields,
+            "sinks": WebhookTable.model_fields,
         }.get(parent[-1], {})
     )
 
@@ -221,6 +273,7 @@ def read_station(path: Path) -> StationFile:
     except ValidationError as e:
         errors = e.errors()
         first = errors[0]
+        first["loc"] = tuple(p for p in first["loc"] if p not in SINK_TAGS)
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BadInput(f"{path}: {_where(first['loc'])}: {_message(first)}{more}") from None
 
@@ -235,6 +288,21 @@ def _source_path(base: Path, source: str) -> str:
     if URL_RE.match(source) or source.isdigit():
         return source
     return str(_resolve(base, source))
+
+
+def _sink_target(sink: str | WebhookTable, base: Path, where: str) -> str | dict:
+    """A `sinks` entry as open_sink takes it: the URL, or the webhook's mapping with its
+    token_file relative to the station file. The sink's own secret reader is run on it now, so
+    a variable that is not set (or a file that cannot be read) is refused at start, by key."""
+    from edge_runtime.sinks.base import Options
+
+    if isinstance(sink, str):
+        return sink
+    target = sink.model_dump(exclude_none=True)
+    if "token_file" in target:
+        target["token_file"] = str(_resolve(base, target["token_file"]))
+    Options(where, target).secret("token")  # BadInput "<where>: token_env: the variable … "
+    return target
 
 
 def load_station(path: Path, cli: dict[str, Any] | None = None) -> Station:
@@ -276,7 +344,12 @@ def load_station(path: Path, cli: dict[str, Any] | None = None) -> Station:
                 value = _resolve(base, value)
             elif key in PATH_KEYS:
                 value = Path(value)
-            if key == "sinks":
+            if key == "sinks" and from_file:
+                value = tuple(
+                    _sink_target(sink, base, f"{path}: {where[key]}[{k}]")
+                    for k, sink in enumerate(value)
+                )
+            elif key == "sinks":
                 value = tuple(value)
             if key == "threshold":
                 kwargs["threshold_from"] = "station file" if from_file else ""

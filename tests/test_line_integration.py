@@ -293,6 +293,64 @@ def test_a_single_run_sends_each_verdict_through_the_shorthands_and_opcua_counts
     assert len(list(queues.glob("*.sqlite"))) == 3  # mqtt, modbus, webhook: one queue each
 
 
+def test_a_station_webhook_sends_its_bearer_token_from_the_environment_or_a_file(
+    tmp_path, untrained_model_dir, line, camera, monkeypatch
+):
+    """A station file names the webhook's token, never holds it: camera `env` reads it from a
+    variable of the service's environment (token_env), camera `file` from a file beside the
+    station file (token_file, relative to it). The endpoint answers 401 to any other bearer,
+    so only the right token gets the verdicts there: every verdict of both cameras arrives."""
+    hook = Webhook(token="s3cret")
+    monkeypatch.setenv("TWINSPECT_TEST_MES_TOKEN", "s3cret")  # inherited by the child
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "mes.token").write_text("s3cret\n")
+    path = write_station(
+        tmp_path,
+        f"""
+[metrics]
+port = 0
+[defaults]
+model = "{untrained_model_dir}"
+roi = "{ROI}"
+stale_after_s = 1
+[[cameras]]
+name = "env"
+source = "{camera.url}"
+out = "env.jsonl"
+sinks = [{{ url = "{hook.url}", token_env = "TWINSPECT_TEST_MES_TOKEN" }}]
+[[cameras]]
+name = "file"
+source = "{line / "recording"}"
+out = "file.jsonl"
+max_frames = 4
+sinks = [{{ url = "{hook.url}", token_file = "secrets/mes.token" }}]
+""",
+    )
+    by_camera = lambda name: [p for p in hook.got if p["camera"] == name]  # noqa: E731
+    child = Child("--config", path)
+    proc = child.proc
+    try:
+        base = wait_for("the metrics address", lambda: metrics_url(child.err), proc)
+        wait_for("3 verdicts of camera env", lambda: len(by_camera("env")) >= 3, proc)
+        wait_for("4 verdicts of camera file", lambda: len(by_camera("file")) == 4, proc)
+        camera.stop()
+        wait_for(
+            "camera env to be stale",
+            lambda: json.loads(get(base + "/healthz")[1])["stale"] == ["env"],
+            proc,
+        )
+        wait_for("every queue drained", lambda: queues_drained(base, ("http",)), proc)
+    finally:
+        child.finish()
+        hook.close()
+    assert proc.returncode == 0, child.stderr
+    assert "s3cret" not in (path.read_text() + child.stderr + "".join(child.out))
+    for name in ("env", "file"):
+        recs = frames_of(tmp_path / f"{name}.jsonl")
+        parts = [(r["part_id"], r["verdict"]) for r in recs]
+        assert [(p["part_id"], p["verdict"]) for p in by_camera(name)] == parts, name
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_queued_sinks_with_results_on_stdout_are_one_line_asking_for_out(
     untrained_model_dir, line, capsys
@@ -320,14 +378,27 @@ TYPOS = {
     "opcua port 0": ("", "opcua_port", "must be ≥ 1, got 0"),
     "two cameras, one register block": ('modbus = "plc:502"', "cameras[1]: modbus sink",
                                         "writes the PLC registers of cameras[0]"),
+    "webhook token variable not set": (
+        'sinks = [{ url = "https://mes.local/v", token_env = "TWINSPECT_TEST_UNSET" }]',
+        "cameras[0].sinks[0]", "token_env: the variable TWINSPECT_TEST_UNSET is not set"),
+    "webhook token file missing": (
+        'sinks = [{ url = "https://mes.local/v", token_file = "mes.token" }]',
+        "cameras[0].sinks[0]", "token_file"),
+    "webhook token key typo": ('sinks = [{ url = "https://mes.local/v", tokn_env = "X" }]',
+                               "cameras[0].sinks[0].tokn_env", "did you mean token_env?"),
+    "a token for a sink that is not a webhook": (
+        'sinks = [{ url = "mqtt://broker/line", token_env = "HOME" }]', "cameras[0].sinks[0]",
+        "token_env/token_file are for http(s):// webhooks"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(TYPOS))
 def test_a_sink_typo_in_a_station_file_is_one_line_naming_the_key(
-    tmp_path, untrained_model_dir, capsys, case
+    tmp_path, untrained_model_dir, capsys, monkeypatch, case
 ):
-    """A misspelt sink is refused by key, before any camera opens or results file is touched."""
+    """A misspelt sink is refused by key, before any camera opens or results file is touched;
+    so is a webhook token whose variable is not set or whose file is not there."""
+    monkeypatch.delenv("TWINSPECT_TEST_UNSET", raising=False)
     key, where, what = TYPOS[case]
     top = "opcua_port = 0\n" if case == "opcua port 0" else ""
     cams = "".join(

@@ -183,11 +183,14 @@ def test_a_bad_station_file_is_one_line_naming_file_and_key_and_exit_2(station_d
         assert (results / f"{n}.jsonl").read_text() == t
 
 
-def test_command_line_options_with_config_override_defaults_not_cameras(station_dir, capsys):
+def test_command_line_options_with_config_override_defaults_not_cameras(
+    station_dir, capsys, monkeypatch
+):
     """The example in docs/ loads, and precedence is: the camera's own key > the command line >
     [defaults]; --source/--out belong to the cameras and are refused with --config."""
     from edge_runtime.station_config import load_station
 
+    monkeypatch.setenv("MES_TOKEN", "from the service's environment")  # the example's webhook
     (station_dir / "data" / "line").mkdir()
     (station_dir / "data" / "recording").rename(station_dir / "data" / "line" / "recording")
     example = station_dir / "station.toml"
@@ -201,7 +204,10 @@ def test_command_line_options_with_config_override_defaults_not_cameras(station_
     assert cams["press2"].source == "0" and cams["press2"].roi.to_dict()["x"] == 100
     assert cams["press1"].model_dir == station_dir / "models" / "default"  # beside the file
     assert cams["replay"].out == station_dir / "results" / "replay.jsonl"
-    assert cams["press1"].sinks == ("mqtt://broker.local:1883/twinspect/press1",)
+    assert cams["press1"].sinks == (
+        "mqtt://broker.local:1883/twinspect/press1",
+        {"url": "https://mes.local/twinspect/verdicts", "token_env": "MES_TOKEN"},
+    )
     over = load_station(
         example, {"deadline_ms": 99.0, "fsync": "every", "batch": 2, "metrics_port": 0}
     )
