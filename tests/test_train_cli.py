@@ -235,7 +235,13 @@ def test_good_only_training_calibrates_on_good_parts(capsys, existing_run, line,
     metrics = json.loads((run / "metrics.json").read_text())
     val = metrics["validation"]["reference"]
     assert metrics["good_only"] and set(val["per_label"]) == {"synthetic"}
-    assert metrics["metric_choice"]["chosen"] == ref["metric"]["name"] == "mahalanobis"
+    # the score is voted on like any line's, on the validation goods and their anomalies alone
+    choice = metrics["metric_choice"]
+    assert set(choice["candidates"]) == {"minkowski p=4", "mahalanobis"} and not choice["known"]
+    assert choice["chosen"].split()[0] == ref["metric"]["name"]
+    assert (
+        metrics["residual"]["chosen"] in ("on", "off") and "residual" in metrics["residual"]["why"]
+    )
     # the threshold passes 99.5% of the good validation parts (bagged: within a part or two)
     assert val["overkill_rate"] <= 0.03 and val["n_defect"] > 0
 

@@ -536,7 +536,7 @@ def train(cfg: TrainConfig) -> Result:
     vote = VoteSet(x[data.val_idx], is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed)
     emb_of = lambda t: embed(embedding, t)  # noqa: E731
     if cfg.metric == AUTO:
-        metric, choice = choose_metric(emb_of, ref_emb, reference, vote, good_only)
+        metric, choice = choose_metric(emb_of, ref_emb, reference, vote)
     else:
         inv_cov = fit_inv_cov(ref_emb)[0] if cfg.metric == "mahalanobis" else None
         bank = (
