@@ -38,6 +38,7 @@ GENERATOR = "twinspect.synthetic"
 GENERATOR_VERSION = "1.0"
 SPLIT_CODES = {"train": 0, "test": 1, "recording": 2, "flip": 3}
 PARALLEL_MIN = 600  # below this many images a worker pool costs more than it saves
+MASKS = "ground_truth/<split>/<label>/NNNNNN_mask.png"  # the manifest's "masks"
 
 # Sizes and defect rate when not given: each product's images cost very differently to render.
 PRODUCT_DEFAULTS: dict[str, dict[str, float]] = {
@@ -226,6 +227,25 @@ def write_folder_png(out: Path, split: str, pngs: list[bytes], labels: list[str]
         (out / rel).write_bytes(png)
         paths.append(rel)
     return paths
+
+
+def mask_relpath(split: str, label: str, index: int) -> str:
+    return f"ground_truth/{split}/{label}/{index:06d}_mask.png"
+
+
+def write_masks(out: Path, split: str, masks: list[bytes | None], labels: list[str]) -> int:
+    """The encoded mask of every defective image (None: good, nothing written) to
+    OUT/ground_truth/<split>/<label>/<NNNNNN>_mask.png, beside where its image's label puts it
+    (whatever the format). Returns how many were written."""
+    n = 0
+    for i, (mask, label) in enumerate(zip(masks, labels, strict=True)):
+        if mask is None:
+            continue
+        p = out / mask_relpath(split, label, i)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(mask)
+        n += 1
+    return n
 
 
 def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
