@@ -15,8 +15,10 @@ from edge_runtime.evaluation import auroc
 from edge_runtime.preprocess import InputSpec, Roi, prepare
 from edge_runtime.synthetic import DEFECT_LABELS, LABEL_NAMES
 from edge_runtime.synthetic.baseline import template_auroc, template_scores
+from edge_runtime.synthetic.defects import Defect, sample_defect
 from edge_runtime.synthetic.recording import ROI
-from edge_runtime.synthetic.writer import Config, generate, render_split, split_labels
+from edge_runtime.synthetic.render import render_still, render_still_masked, sample_nuisance
+from edge_runtime.synthetic.writer import Config, generate, image_rng, render_split, split_labels
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -40,6 +42,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a, b, c = (_files(tmp_path / x) for x in "abc")
     assert a == b
     assert "recording/line.avi" in a and "preview.png" in a and "manifest.json" in a
+    assert [k for k in a if k.startswith("ground_truth/")]  # the masks are compared too
     same = [k for k in a if k.endswith(".png") and c.get(k) == a[k]]
     assert not [k for k in same if k.startswith(("train/", "test/", "recording/frames"))]
 
@@ -72,6 +75,46 @@ def test_folder_layout_sizes_and_manifest(line):
         assert img.shape == (26, 36) and img.dtype == np.uint8
     preview = cv2.imread(str(line / "preview.png"))
     assert preview is not None and preview.shape[0] > 6 * 26 * 4
+
+
+def test_every_defective_image_has_its_mask_and_good_parts_none(line):
+    manifest = json.loads((line / "manifest.json").read_text())
+    assert manifest["masks"] == "ground_truth/<split>/<label>/NNNNNN_mask.png"
+    masks = {str(p.relative_to(line)) for p in line.glob("ground_truth/*/*/*.png")}
+    expected = set()
+    for split in ("train", "test"):
+        for p in sorted((line / split).glob("*/*.png")):
+            rel = f"ground_truth/{split}/{p.parent.name}/{p.stem}_mask.png"
+            if p.parent.name == "0":
+                continue
+            expected.add(rel)
+            mask = cv2.imread(str(line / rel), cv2.IMREAD_UNCHANGED)
+            assert mask is not None and mask.shape == (26, 36) and mask.dtype == np.uint8
+            assert set(np.unique(mask)) == {0, 255}, rel  # non-empty, not everything
+    assert masks == expected and len(expected) == round(0.33 * 150) + round(0.33 * 120)
+
+
+def test_masks_cover_what_the_defect_changed():
+    """Per defect type: the image (from disk-identical rendering) against the same part rendered
+    without the defect, with the same noise: under the mask they differ a lot, outside hardly."""
+    for label in DEFECT_LABELS:
+        inside, outside = [], []
+        for i in range(6):
+            rng = image_rng(9, "test", 100 * int(label) + i)
+            nz = sample_nuisance(rng)
+            defect = sample_defect(rng, label)
+            state = rng.bit_generator.state
+            image, mask = render_still_masked(nz, defect, rng)
+            rng.bit_generator.state = state  # the same sensor noise, so only the defect differs
+            assert np.array_equal(image, render_still(nz, defect, rng))  # masking draws nothing
+            rng.bit_generator.state = state
+            diff = np.abs(image.astype(float) - render_still(nz, Defect(), rng))
+            on = mask > 0
+            assert on.any(), (label, i)
+            inside.append(diff[on].mean())
+            outside.append(diff[~on].mean())
+        assert min(inside) > 10 and max(outside) < 2, (label, inside, outside)
+    assert render_still_masked(nz, Defect(), rng)[1] is None
 
 
 def test_images_are_not_degenerate(line):
@@ -155,6 +198,9 @@ def test_parquet_schema(tmp_path):
     img = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)
     assert img.shape == (26, 36) and row["label"] in LABEL_NAMES
     assert not (tmp_path / "train").exists()
+    defective = [r["label"] for r in table.to_pylist() if r["label"] != "0"]
+    masks = sorted(tmp_path.glob("ground_truth/train/*/*_mask.png"))
+    assert len(masks) == len(defective) > 0  # masks beside the parquet, in the folder layout
 
 
 def test_flip_labels_are_recorded(tmp_path):

@@ -5,7 +5,7 @@
 For every defective image of the split that the model rejects (NG or NOVEL), the heatmap's peak
 (edge_runtime.heatmap, exactly what `twinspect run --save-ng` writes) is a hit when it lands on
 the true defect mask (`DATA/ground_truth/<split>/<label>/<name>_mask.png`, written by
-`twinspect generate --product tile`), allowing `--tolerance` pixels (default: 2% of the image's
+`twinspect generate`, either product), allowing `--tolerance` pixels (default: 2% of the image's
 short side) for the heatmap's cell resolution. Prints the hit rate per defect kind as a
 markdown table and, with --sheet, a contact sheet of a few overlays for people.
 """

@@ -15,7 +15,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         default="terminal",
         metavar="NAME",
         help="terminal (default: crimped ring terminals, 26×36 stills) or tile (photographed "
-        "surface crops of varying size with defect masks in OUT/ground_truth/, in both formats)",
+        "surface crops of varying size); both write defect masks in OUT/ground_truth/, in both "
+        "formats",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(

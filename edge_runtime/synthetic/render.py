@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime.synthetic.defects import Defect
+from edge_runtime.synthetic.defects import GOOD, Defect
 
 OUT_H, OUT_W = 26, 36  # dataset image, rows × cols
 SUPERSAMPLE = 6  # render px per unit for the stills
@@ -35,6 +35,9 @@ STRAND_H = 2.4
 INSUL_H = 3.3
 BEND_PIVOT = (1.0, 0.0)
 PLAY_SIGMAS = 4.0  # fixture play limits are this many σ out
+# A defect mask marks the pixels whose light (26×36, defocused, before gain and noise) the defect
+# changes by more than this many gray levels: well above the rounding, under the subtlest defect.
+MASK_LEVEL = 8.0
 
 
 @dataclass(frozen=True)
@@ -273,10 +276,34 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def still_light(nz: Nuisance, defect: Defect, ss: int = SUPERSAMPLE) -> np.ndarray:
+    """The scene at the dataset's 26×36, before photometry and noise (float32)."""
+    hi = radiance(nz, defect, ss, 0.0, 0.0, OUT_W * ss, OUT_H * ss)
+    return cv2.resize(hi, (OUT_W, OUT_H), interpolation=cv2.INTER_AREA)
+
+
 def render_still(
     nz: Nuisance, defect: Defect, rng: np.random.Generator, ss: int = SUPERSAMPLE
 ) -> np.ndarray:
     """One dataset image: uint8 26×36."""
-    hi = radiance(nz, defect, ss, 0.0, 0.0, OUT_W * ss, OUT_H * ss)
-    lo = cv2.resize(hi, (OUT_W, OUT_H), interpolation=cv2.INTER_AREA)
-    return to_uint8(photometric(lo, nz, 1.0, 0.0, 0.0, rng))
+    return to_uint8(photometric(still_light(nz, defect, ss), nz, 1.0, 0.0, 0.0, rng))
+
+
+def render_still_masked(
+    nz: Nuisance, defect: Defect, rng: np.random.Generator, ss: int = SUPERSAMPLE
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One dataset image (the same bytes as `render_still`) and its defect mask: uint8 26×36,
+    255 where the defective part's light differs from the same part without the defect (same
+    nuisance, before photometry and noise) by more than MASK_LEVEL, 0 elsewhere; None for a good
+    part. The mask draws nothing from `rng`, so the image is the one `render_still` makes."""
+    light = still_light(nz, defect, ss)
+    image = to_uint8(photometric(light, nz, 1.0, 0.0, 0.0, rng))
+    if defect.label == GOOD:
+        return image, None
+    return image, defect_mask(light, still_light(nz, Defect(), ss))
+
+
+def defect_mask(light: np.ndarray, intact: np.ndarray) -> np.ndarray:
+    """uint8 0/255: where `light` (a defective part) differs from `intact` (the same part, same
+    nuisance, no defect) by more than MASK_LEVEL gray levels."""
+    return np.where(np.abs(light - intact) > MASK_LEVEL, 255, 0).astype(np.uint8)

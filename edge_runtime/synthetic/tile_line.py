@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,6 +25,7 @@ from edge_runtime.synthetic.baseline import template_auroc
 from edge_runtime.synthetic.tile_defects import DEFECT_LABELS, GOOD, LABEL_NAMES
 from edge_runtime.synthetic.tile_surface import ASPECT, PREVIEW_PX, SIDE_PX
 from edge_runtime.synthetic.writer import (
+    MASKS,
     SPLIT_CODES,
     Config,
     begin,
@@ -35,6 +35,7 @@ from edge_runtime.synthetic.writer import (
     png_bytes,
     pool_map,
     split_labels,
+    write_masks,
     write_recording,
     write_split,
 )
@@ -99,23 +100,6 @@ def render_recording(
     w = workers if len(items) >= PARALLEL_MIN else 1
     jobs = [(seed, difficulty, len(labels), c) for c in chunks(items, 4 * w)]
     return np.concatenate(pool_map(_render_frames, jobs, w))
-
-
-def mask_relpath(split: str, label: str, index: int) -> str:
-    return f"ground_truth/{split}/{label}/{index:06d}_mask.png"
-
-
-def write_masks(out: Path, split: str, stills: list[Still], labels: list[str]) -> int:
-    """The mask of every defective image, beside where its image's label puts it."""
-    n = 0
-    for i, (s, label) in enumerate(zip(stills, labels, strict=True)):
-        if s.mask_png is None:
-            continue
-        p = out / mask_relpath(split, label, i)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(s.mask_png)
-        n += 1
-    return n
 
 
 def _letterbox(img: np.ndarray, mask: np.ndarray | None, size: int) -> np.ndarray:
@@ -198,7 +182,7 @@ def generate_tile(cfg: Config) -> dict:
         "image_size": {"sides_px": list(SIDE_PX), "aspect_w_over_h": list(ASPECT)},
         "defect_unit": f"1 px of the image shrunk (aspect kept) to fit {PREVIEW_PX}×{PREVIEW_PX}",
         "label_names": LABEL_NAMES,
-        "masks": "ground_truth/<split>/<label>/NNNNNN_mask.png",
+        "masks": MASKS,
         "counts": {},
     }
     out, manifest = begin(cfg, "tile", LABEL_NAMES, fields)
@@ -210,7 +194,7 @@ def generate_tile(cfg: Config) -> dict:
         stills = render_split(cfg.seed, split, labels, cfg.difficulty, cfg.workers)
         pngs = [s.png for s in stills]
         written = write_split(cfg, split, pngs, labels, manifest, DEFECT_LABELS, GOOD)
-        write_masks(out, split, stills, written)
+        write_masks(out, split, [s.mask_png for s in stills], written)
         data[split] = (stills, written)
         log(f"{split}: {n} images … done in {time.perf_counter() - t0:.1f} s")
     every = data["train"][0] + data["test"][0]

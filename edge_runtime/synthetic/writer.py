@@ -4,8 +4,9 @@ Every image has its own random stream, seeded by (seed, split, index), so the ou
 depend on the number of worker processes: the same seed gives byte-identical files.
 
 Two products: `terminal` (crimped ring terminals on a belt, 26×36 stills; this module) and `tile`
-(photographed surface crops of varying size with defect masks; `tile_line`). The helpers here —
-label splits, worker pool, folder/parquet/recording writers — serve both.
+(photographed surface crops of varying size; `tile_line`). Both write a defect mask per defective
+image (OUT/ground_truth/, MVTec AD's layout, in either format). The helpers here — label splits,
+worker pool, folder/parquet/mask/recording writers — serve both.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from edge_runtime.preprocess import Roi
 from edge_runtime.synthetic import recording as rec
 from edge_runtime.synthetic.baseline import template_auroc
 from edge_runtime.synthetic.defects import DEFECT_LABELS, GOOD, LABEL_NAMES, sample_defect
-from edge_runtime.synthetic.render import render_still, sample_nuisance
+from edge_runtime.synthetic.render import render_still_masked, sample_nuisance
 
 GENERATOR = "twinspect.synthetic"
 GENERATOR_VERSION = "1.0"
 SPLIT_CODES = {"train": 0, "test": 1, "recording": 2, "flip": 3}
 PARALLEL_MIN = 600  # below this many images a worker pool costs more than it saves
+MASKS = "ground_truth/<split>/<label>/NNNNNN_mask.png"  # the manifest's "masks"
 
 # Sizes and defect rate when not given: each product's images cost very differently to render.
 PRODUCT_DEFAULTS: dict[str, dict[str, float]] = {
@@ -106,14 +108,19 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_CODES[split], 2, index])
 
 
-def _render_stills(args: tuple[int, str, float, list[tuple[int, str]]]) -> np.ndarray:
+def _render_stills(
+    args: tuple[int, str, float, list[tuple[int, str]]],
+) -> tuple[np.ndarray, list[bytes | None]]:
+    """Images uint8 N×26×36 and the PNG of each one's defect mask (None for a good part)."""
     seed, split, difficulty, items = args
     out = np.empty((len(items), 26, 36), np.uint8)
+    masks: list[bytes | None] = []
     for k, (i, label) in enumerate(items):
         rng = image_rng(seed, split, i)
         nz = sample_nuisance(rng, difficulty)
-        out[k] = render_still(nz, sample_defect(rng, label), rng)
-    return out
+        out[k], mask = render_still_masked(nz, sample_defect(rng, label), rng)
+        masks.append(None if mask is None else png_bytes(mask))
+    return out, masks
 
 
 def _render_frames(args: tuple[int, float, int, list[tuple[int, str]]]) -> np.ndarray:
@@ -160,12 +167,20 @@ def render_split(
     seed: int, split: str, labels: list[str], difficulty: float = 1.0, workers: int = 1
 ) -> np.ndarray:
     """uint8 N×26×36 images of one split, label i for image i."""
+    return render_split_masked(seed, split, labels, difficulty, workers)[0]
+
+
+def render_split_masked(
+    seed: int, split: str, labels: list[str], difficulty: float = 1.0, workers: int = 1
+) -> tuple[np.ndarray, list[bytes | None]]:
+    """`render_split`'s images and, for image i, the PNG of its defect mask (None if good)."""
     items = list(enumerate(labels))
     if not items:
-        return np.empty((0, 26, 36), np.uint8)
+        return np.empty((0, 26, 36), np.uint8), []
     w = workers if len(items) >= PARALLEL_MIN else 1
     jobs = [(seed, split, difficulty, c) for c in chunks(items, 4 * w)]
-    return np.concatenate(pool_map(_render_stills, jobs, w))
+    parts = pool_map(_render_stills, jobs, w)
+    return np.concatenate([p[0] for p in parts]), [m for p in parts for m in p[1]]
 
 
 def render_recording(
@@ -226,6 +241,25 @@ def write_folder_png(out: Path, split: str, pngs: list[bytes], labels: list[str]
         (out / rel).write_bytes(png)
         paths.append(rel)
     return paths
+
+
+def mask_relpath(split: str, label: str, index: int) -> str:
+    return f"ground_truth/{split}/{label}/{index:06d}_mask.png"
+
+
+def write_masks(out: Path, split: str, masks: list[bytes | None], labels: list[str]) -> int:
+    """The encoded mask of every defective image (None: good, nothing written) to
+    OUT/ground_truth/<split>/<label>/<NNNNNN>_mask.png, beside where its image's label puts it
+    (whatever the format). Returns how many were written."""
+    n = 0
+    for i, (mask, label) in enumerate(zip(masks, labels, strict=True)):
+        if mask is None:
+            continue
+        p = out / mask_relpath(split, label, i)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(mask)
+        n += 1
+    return n
 
 
 def write_parquet(out: Path, split: str, images: np.ndarray, labels: list[str]) -> list[str]:
@@ -443,15 +477,21 @@ def begin(cfg: Config, product: str, names: dict[str, str], fields: dict) -> tup
 
 
 def _generate(cfg: Config) -> dict:
-    fields = {"image_size": {"height": 26, "width": 36}, "label_names": LABEL_NAMES, "counts": {}}
+    fields = {
+        "image_size": {"height": 26, "width": 36},
+        "label_names": LABEL_NAMES,
+        "masks": MASKS,
+        "counts": {},
+    }
     out, manifest = begin(cfg, cfg.product, LABEL_NAMES, fields)
     t_all = time.perf_counter()
     data: dict[str, tuple[np.ndarray, list[str]]] = {}
     for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
         t0 = time.perf_counter()
         labels = split_labels(cfg.seed, split, n, cfg.defect_rate)
-        images = render_split(cfg.seed, split, labels, cfg.difficulty, cfg.workers)
+        images, masks = render_split_masked(cfg.seed, split, labels, cfg.difficulty, cfg.workers)
         written = write_split(cfg, split, [png_bytes(img) for img in images], labels, manifest)
+        write_masks(out, split, masks, written)
         data[split] = (images, written)
         log(f"{split}: {n} images … done in {time.perf_counter() - t0:.1f} s")
 
