@@ -219,7 +219,7 @@ def heatmap_cost(inspector: Inspector, frames: list[np.ndarray], n: int = 20) ->
     for f in frames[:n]:
         t0 = perf_counter_ns()
         heat_of(inspector.patch(f), crop(f, inspector.roi).shape, spec,
-                model.score_batch)  # fmt: skip
+                model.score_batch, model.residual)  # fmt: skip
         times.append((perf_counter_ns() - t0) / 1e6)
     return {"parts": len(times), "p50": float(np.median(times)), "max": float(np.max(times))}
 

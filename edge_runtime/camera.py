@@ -100,7 +100,7 @@ def _save_heat(path: Path, image: np.ndarray, inspector: Inspector) -> dict:
     except BadInput as e:  # a part that cannot be judged has no heatmap; its images still count
         return {"heat_error": str(e)}
     judged = crop(image, inspector.roi)
-    heat = heat_of(patch, judged.shape, spec, model.score_batch)
+    heat = heat_of(patch, judged.shape, spec, model.score_batch, model.residual)
     _write_png(path, overlay(judged, heat, spec))
     return {"saved_heat": str(path), **heat.summary()}
 

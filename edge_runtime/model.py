@@ -53,6 +53,11 @@ class EmbeddingModel:
             embeddings, tensors, sc.reference.vector, sc.metric, sc.fusion, self.spec
         )
 
+    @property
+    def residual(self):
+        """The fused pixel residual (edge_runtime.residual.Residual), or None."""
+        return None if self.sidecar.fusion is None else self.sidecar.fusion.residual
+
     def score_batch(self, tensors: np.ndarray) -> np.ndarray:
         """Embed and score a batch of model inputs."""
         return self.score(self.embed(tensors), tensors)

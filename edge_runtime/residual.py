@@ -78,6 +78,13 @@ class Residual:
             x = np.stack([cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in x])
         return x.reshape(n, -1)
 
+    def rebuild(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """N×h×w×c: each part as the good subspace rebuilds it — what it would look like without
+        what makes it unusual (the heatmap hides a hot region with this)."""
+        xc = self.grid(tensors, spec) - self._mean32
+        rec = (xc @ self._ct32) @ self._c32 + self._mean32
+        return rec.reshape(len(rec), self.height, self.width, self.channels)
+
     def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
         """N×h×w mean squared residual over each cell's window (border windows reflect)."""
         xc = self.grid(tensors, spec) - self._mean32

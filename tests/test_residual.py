@@ -121,3 +121,20 @@ def test_spread_is_never_zero():
     assert spread(np.array([1.0, 2.0, 3.0, 100.0])) > 0
     assert spread(np.full(10, 3.0)) == 3.0
     assert spread(np.zeros(10)) > 0
+
+
+def test_a_fused_models_heat_is_its_residual_and_points_at_the_scratch(goods):
+    from edge_runtime.heatmap import heat_of
+
+    res = fit_residual(to_tensor(goods[:-20], SPEC), SPEC)
+    part = goods[-1].astype(np.int16).copy()
+    part[9, 20:26] += 60  # a faint one-pixel scratch, 6 px long
+    part = np.clip(part, 0, 255).astype(np.uint8)
+
+    def score(x: np.ndarray) -> np.ndarray:  # the residual alone, as a fused score's stand-in
+        return res.scores(x, SPEC)
+
+    heat = heat_of(part, part.shape, SPEC, score, res)
+    x, y = heat.peak_xy
+    assert abs(y - 9) <= 1 and 19 <= x <= 26
+    assert 0 < heat.area < 0.2 and heat.drop > 0.5  # hiding the scratch's window removes most
