@@ -221,7 +221,13 @@ def heatmap_cost(inspector: Inspector, frames: list[np.ndarray], n: int = 20) ->
         heat_of(inspector.patch(f), crop(f, inspector.roi).shape, spec,
                 model.score_batch, model.residual)  # fmt: skip
         times.append((perf_counter_ns() - t0) / 1e6)
-    return {"parts": len(times), "p50": float(np.median(times)), "max": float(np.max(times))}
+    how = "pixel residual" if model.residual is not None else "occlusion, one batch"
+    return {
+        "parts": len(times),
+        "p50": float(np.median(times)),
+        "max": float(np.max(times)),
+        "method": how,
+    }
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -328,7 +334,8 @@ def format_result(r: dict) -> str:
     hm = r.get("heatmap_ms")
     if hm:
         lines.append(
-            f"  heatmap of an NG part (occlusion, one batch): p50 {hm['p50']:.1f} ms, max "
+            f"  heatmap of an NG part ({hm.get('method', 'occlusion, one batch')}): "
+            f"p50 {hm['p50']:.1f} ms, max "
             f"{hm['max']:.1f} ms over {hm['parts']} parts (only NG parts with --save-ng pay it)"
         )
     ep = r.get("edge_process", {})

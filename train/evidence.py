@@ -296,6 +296,11 @@ def run(plan: Plan, out_md: Path, out_json: Path, argv: list[str]) -> dict:
         plan, data, labels
     )
 
+    LOG.stage("where: the heatmap's pointing game (default line)")
+    from train.pointing import pointing
+
+    res["pointing"] = pointing(default["model"], data, "test", 0.02, 10_000)["kinds"]
+
     LOG.stage("good parts only (default line)")
     res["good_only"] = quality_good_only(plan, data)
     LOG(f"  good-only: AUROC {f3(res['good_only']['auroc'])} ({res['good_only']['score']})")

@@ -159,6 +159,30 @@ def _novel_lines(uv: dict, names: dict) -> list[str]:
     ]
 
 
+def _pointing_lines(kinds: dict | None, names: dict) -> list[str]:
+    """The default model's heatmap on the rejected defective test parts: peak on the mask?"""
+    if not kinds:
+        return []
+    rows = [
+        [f"{k} {names.get(k, '')}".strip(), str(v["ng"]), str(v["hits"]), pct(v["rate"])]
+        for k, v in kinds.items()
+    ]
+    ng, hits = sum(v["ng"] for v in kinds.values()), sum(v["hits"] for v in kinds.values())
+    rows.append(["all", str(ng), str(hits), pct(hits / max(1, ng))])
+    return [
+        "",
+        "## Where: the heatmap's pointing game",
+        "",
+        "The default model's heatmap (`edge_runtime/heatmap.py`, what `twinspect run --save-ng` "
+        "writes: the pixel residual's map for a fused model, occlusion otherwise) on every "
+        "rejected defective test part: a hit when its peak lands on the defect mask `generate` "
+        "wrote (`ground_truth/`), within 2% of the image's short side "
+        "(`python -m train.pointing`).",
+        "",
+        *table(["defect type", "rejected", "peak on the mask", "rate"], rows),
+    ]
+
+
 def _good_only_lines(go: dict | None, names: dict) -> list[str]:
     """The default line trained from its good parts alone: how a new line starts."""
     if not go:
@@ -322,6 +346,7 @@ def markdown(res: dict) -> str:
             *table(["held-out type", *methods], rows),
         ]
         L += _novel_lines(res.get("unseen_verdicts") or {}, names)
+    L += _pointing_lines(res.get("pointing"), names)
     L += _good_only_lines(res.get("good_only"), names)
     # -- difficulty
     dif = res.get("difficulty")

@@ -56,7 +56,7 @@ def pointing(model_dir: Path, data: Path, split: str, tolerance: float, per_kind
             if mask is None:
                 no_mask += 1
                 continue
-            heat = heat_of(insp.patch(img), img.shape, model.spec, score)
+            heat = heat_of(insp.patch(img), img.shape, model.spec, score, model.residual)
             tol = max(1, round(tolerance * min(mask.shape)))
             near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * tol + 1,) * 2, np.uint8))
             x, y = heat.peak_xy
@@ -83,7 +83,7 @@ def sheet(model_dir: Path, examples: list[dict], path: Path, side: int = 200) ->
     rows = []
     for e in examples:
         img = read_image_file(Path(e["image"]))
-        heat = heat_of(insp.patch(img), img.shape, model.spec, score)
+        heat = heat_of(insp.patch(img), img.shape, model.spec, score, model.residual)
         pair = []
         for im in (cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img,
                    overlay(img, heat, model.spec)):  # fmt: skip
