@@ -46,7 +46,7 @@ from edge_runtime.residual import fit_residual
 from edge_runtime.scoring import Fusion, Metric, distances, fit_inv_cov, spread
 
 AUTO = "auto"
-KNOWN_TOLERANCE = 0.001  # validation AUROC on real defects Mahalanobis may lose to p4
+KNOWN_TOLERANCE = 0.001  # validation AUROC on real defects a challenger score may give up
 
 
 def _label(metric: Metric) -> str:
