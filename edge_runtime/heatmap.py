@@ -25,13 +25,14 @@ before. Corner cells take each pixel along its nearer border (their rise: 14% �
 Same number of embeddings, so the same cost.
 
 A model that fuses the local pixel residual into its score (edge_runtime.residual) already has
-a map of where the part is unlike good parts: the residual itself. Its heat is that map (the
-part's own windows, the pad borders left out), and its `drop` is measured by hiding the hot
-region (≥ half the peak, grown by the residual's window) under what the good parts' subspace
-rebuilds there — two embeddings instead of about 4·g². Measured on the default line with its
-defect masks (fused default model, every rejected defective test part, peak on the mask within
-1 px): occlusion of the fused score 40% (bent tongue 21%, blocked hole 23%, burr 97%, short
-crimp 38%, scratch 22%), the residual map 95% (78 / 100 / 100 / 100 / 96%). The residual is
+a map of where the part is unlike good parts: the residual itself. Its heat is the residual of
+each grid cell (the part's own cells, the pad borders left out), and its `drop` is measured by
+hiding the hot region (≥ half the peak, grown by the residual's window) under what the good
+parts' subspace rebuilds there — two embeddings instead of about 4·g². Measured on the default
+line with its defect masks (fused default model, every rejected defective test part, peak on
+the mask within 1 px, `python -m train.pointing`): occlusion of the fused score 40% (bent tongue
+21%, blocked hole 23%, burr 97%, short crimp 38%, scratch 22%), the residual's windows 95%
+(78 / 100 / 100 / 100 / 96%), its cells 97% (84 / 100 / 100 / 100 / 100%). The residual is
 fused only where it separates parts at least as well as the embedding, so where it is used its
 peak is evidence, not noise.
 """
@@ -148,10 +149,10 @@ def residual_heat(
     content: tuple[int, int, int, int],
 ) -> tuple[np.ndarray, float, float]:
     """(heat over the part's content in 0..1, base score, score drop when the hot region is
-    hidden) from a fused model's pixel residual: its map, less the part's median
-    (the level every window has), resized to the model input."""
+    hidden) from a fused model's pixel residual: its cell map, less the part's median (the
+    level every cell has), resized to the model input."""
     y0, x0, rows, cols = content
-    r = residual.maps(to_tensor(patch[None], spec), spec)[0]
+    r = residual.cell_maps(to_tensor(patch[None], spec), spec)[0]
     if r.shape != (spec.height, spec.width):
         r = cv2.resize(r, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
     inner = r[y0 : y0 + rows, x0 : x0 + cols].astype(np.float64)

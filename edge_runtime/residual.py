@@ -85,12 +85,20 @@ class Residual:
         rec = (xc @ self._ct32) @ self._c32 + self._mean32
         return rec.reshape(len(rec), self.height, self.width, self.channels)
 
-    def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
-        """N×h×w mean squared residual over each cell's window (border windows reflect)."""
+    def cell_maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """N×h×w squared residual of each grid cell (channels summed): the heatmap's map. Its
+        peak points at the defect more precisely than the windows' (`python -m train.pointing`,
+        default line: bent tongues 67 of 80 peaks on the mask against 62, scratches 79 against
+        76 of 79; the other kinds 79/79 either way)."""
         xc = self.grid(tensors, spec) - self._mean32
         r = xc - (xc @ self._ct32) @ self._c32
         r2 = (r * r).reshape(len(r), self.height, self.width, self.channels)
-        r2 = r2[..., 0] if self.channels == 1 else r2.sum(axis=3)
+        return r2[..., 0] if self.channels == 1 else r2.sum(axis=3)
+
+    def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
+        """N×h×w mean squared residual over each cell's window (border windows reflect): the
+        score's map — a window is less swayed by one noisy pixel than a cell."""
+        r2 = self.cell_maps(tensors, spec)
         out = np.empty_like(r2)
         for i, a in enumerate(r2):
             cv2.blur(a, (self.window, self.window), dst=out[i])
