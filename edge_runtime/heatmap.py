@@ -25,10 +25,11 @@ before. Corner cells take each pixel along its nearer border (their rise: 14% �
 Same number of embeddings, so the same cost.
 
 A model that fuses the local pixel residual into its score (edge_runtime.residual) already has
-a map of where the part is unlike good parts: the residual itself. Its heat is the residual of
-each grid cell (the part's own cells, the pad borders left out), and its `drop` is measured by
-hiding the hot region (≥ half the peak, grown by the residual's window) under what the good
-parts' subspace rebuilds there — two embeddings instead of about 4·g². Measured on the default
+a map of where the part is unlike good parts: the residual itself. Its heat is the residual's
+windows as the score sees them (the part's own, the pad borders left out), its peak the hottest
+residual cell, and its `drop` is measured by hiding the hot region (≥ half the peak, grown by
+the residual's window) under what the good parts' subspace rebuilds there — two embeddings
+instead of about 4·g². Measured on the default
 line with its defect masks (fused default model, every rejected defective test part, peak on
 the mask within 1 px, `python -m train.pointing`): occlusion of the fused score 40% (bent tongue
 21%, blocked hole 23%, burr 97%, short crimp 38%, scratch 22%), the residual's windows 95%
@@ -147,25 +148,31 @@ def residual_heat(
     score,
     residual: Residual,
     content: tuple[int, int, int, int],
-) -> tuple[np.ndarray, float, float]:
+) -> tuple[np.ndarray, float, float, tuple[int, int]]:
     """(heat over the part's content in 0..1, base score, score drop when the hot region is
-    hidden) from a fused model's pixel residual: its cell map, less the part's median (the
-    level every cell has), resized to the model input."""
+    hidden, peak (row, col) in the content) from a fused model's pixel residual. The map people
+    look at is the residual's windows (smooth, as the score sees it), less the part's median —
+    the level every window has; the peak is its hottest *cell*, which points more precisely."""
     y0, x0, rows, cols = content
-    r = residual.cell_maps(to_tensor(patch[None], spec), spec)[0]
-    if r.shape != (spec.height, spec.width):
-        r = cv2.resize(r, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
-    inner = r[y0 : y0 + rows, x0 : x0 + cols].astype(np.float64)
+    t = to_tensor(patch[None], spec)
+
+    def on_input(a: np.ndarray) -> np.ndarray:
+        if a.shape != (spec.height, spec.width):
+            a = cv2.resize(a, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+        return a[y0 : y0 + rows, x0 : x0 + cols].astype(np.float64)
+
+    inner = on_input(residual.maps(t, spec)[0])
     inner = np.maximum(inner - np.median(inner), 0.0)
     top = inner.max()
     heat = inner / top if top > 0 else inner
+    cells = on_input(residual.cell_maps(t, spec)[0])
+    peak = np.unravel_index(int(np.argmax(cells)), cells.shape)
     # hide the hot region (≥ half the peak), grown by the residual's window, and rescore
     ch = min(rows, max(2, round(residual.window * spec.height / residual.height)))
     cw = min(cols, max(2, round(residual.window * spec.width / residual.width)))
     hot = cv2.dilate((heat >= 0.5).astype(np.uint8), np.ones((ch, cw), np.uint8)) > 0
     # hidden = the part as the good subspace rebuilds it, inside the hot region only (a blur
     # is no good here: a blurred edge is itself far from every good part's pixels)
-    t = to_tensor(patch[None], spec)
     g = residual.grid(t, spec)[0].reshape(residual.height, residual.width, -1)
     delta = residual.rebuild(t, spec)[0] - g
     if delta.shape[:2] != (spec.height, spec.width):
@@ -176,7 +183,8 @@ def residual_heat(
     mask = hot[..., None] if part.ndim == 3 else hot
     hidden = np.clip(part + np.where(mask, shift, 0.0), 0, 255).round().astype(np.uint8)
     s = np.asarray(score(to_tensor(np.stack([patch, fit(hidden, spec)]), spec)), np.float64)
-    return heat.astype(np.float32), float(s[0]), float(max(s[0] - s[1], 0.0))
+    drop = float(max(s[0] - s[1], 0.0))
+    return heat.astype(np.float32), float(s[0]), drop, (int(peak[0]), int(peak[1]))
 
 
 def heat_of(
@@ -192,12 +200,12 @@ def heat_of(
     y0, x0, rows, cols = placement(*source_shape[:2], spec)
     content = (y0, x0, rows, cols)
     if residual is not None:
-        inner, base, drop = residual_heat(patch, spec, score, residual, content)
+        inner, base, drop, (py, px) = residual_heat(patch, spec, score, residual, content)
     else:
         inner, base, drop = occlusion(patch, spec, score, content=content)
+        py, px = np.unravel_index(int(np.argmax(inner)), inner.shape)
     heat = np.zeros(spec.size, np.float32)
     heat[y0 : y0 + rows, x0 : x0 + cols] = inner
-    py, px = np.unravel_index(int(np.argmax(inner)), inner.shape)
     peak = to_source(px + x0 + 0.5, py + y0 + 0.5, *source_shape[:2], spec)
     area = float(np.mean(inner >= 0.5)) if inner.max() > 0 else 0.0
     return Heat(heat, peak, area, drop / base if base > 0 else 0.0)
