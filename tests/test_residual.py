@@ -138,3 +138,21 @@ def test_a_fused_models_heat_is_its_residual_and_points_at_the_scratch(goods):
     x, y = heat.peak_xy
     assert abs(y - 9) <= 1 and 19 <= x <= 26
     assert 0 < heat.area < 0.2 and heat.drop > 0.5  # hiding the scratch's window removes most
+
+
+def test_auto_goes_without_a_residual_it_cannot_fit_and_on_says_why(goods):
+    from edge_runtime.errors import BadInput
+    from train.score_choice import VoteSet, choose_fusion
+
+    same = np.repeat(goods[:1], 20, axis=0)  # identical good parts: nothing to model
+    x = to_tensor(same, SPEC)
+    vote = VoteSet(x[:10], np.zeros(10, bool), same[:10], SPEC, seed=0)
+
+    def embed(t: np.ndarray) -> np.ndarray:
+        return t.reshape(len(t), -1)[:, :8].astype(np.float64)
+
+    ref = embed(x).mean(axis=0)
+    fusion, why = choose_fusion(embed, x, ref, Metric("minkowski", 4.0), vote, SPEC, "auto")
+    assert fusion is None and why["chosen"] == "off" and "identical" in why["why"]
+    with pytest.raises(BadInput, match="identical"):
+        choose_fusion(embed, x, ref, Metric("minkowski", 4.0), vote, SPEC, "on")

@@ -40,6 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import auroc
 from edge_runtime.preprocess import InputSpec, to_tensor
 from edge_runtime.residual import fit_residual
@@ -142,7 +143,12 @@ def choose_fusion(
     """
     if mode == "off":
         return None, {"chosen": "off", "why": "--residual off", "candidates": {}}
-    residual = fit_residual(good_tensors, spec)
+    try:
+        residual = fit_residual(good_tensors, spec)
+    except BadInput as e:  # too few or identical good parts: `on` says so, `auto` goes without
+        if mode == "on":
+            raise
+        return None, {"chosen": "off", "why": f"no residual: {e}", "candidates": {}}
     d = distances(embed(vote.x), reference, metric)
     r = residual.scores(vote.x, spec)
     fusion = Fusion(residual, spread(d[vote.good_real]), spread(r[vote.good_real]))
