@@ -161,12 +161,13 @@ def residual_heat(
             a = cv2.resize(a, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
         return a[y0 : y0 + rows, x0 : x0 + cols].astype(np.float64)
 
-    inner = on_input(residual.maps(t, spec)[0])
+    cells = residual.cell_maps(t, spec)
+    inner = on_input(residual.windows(cells)[0])
     inner = np.maximum(inner - np.median(inner), 0.0)
     top = inner.max()
     heat = inner / top if top > 0 else inner
-    cells = on_input(residual.cell_maps(t, spec)[0])
-    peak = np.unravel_index(int(np.argmax(cells)), cells.shape)
+    on_cells = on_input(cells[0])
+    peak = np.unravel_index(int(np.argmax(on_cells)), on_cells.shape)
     # hide the hot region (≥ half the peak), grown by the residual's window, and rescore
     ch = min(rows, max(2, round(residual.window * spec.height / residual.height)))
     cw = min(cols, max(2, round(residual.window * spec.width / residual.width)))

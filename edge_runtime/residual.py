@@ -98,7 +98,10 @@ class Residual:
     def maps(self, tensors: np.ndarray, spec: InputSpec) -> np.ndarray:
         """N×h×w mean squared residual over each cell's window (border windows reflect): the
         score's map — a window is less swayed by one noisy pixel than a cell."""
-        r2 = self.cell_maps(tensors, spec)
+        return self.windows(self.cell_maps(tensors, spec))
+
+    def windows(self, r2: np.ndarray) -> np.ndarray:
+        """Cell maps (N×h×w) → their WINDOW×WINDOW means."""
         out = np.empty_like(r2)
         for i, a in enumerate(r2):
             cv2.blur(a, (self.window, self.window), dst=out[i])
