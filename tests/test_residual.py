@@ -146,13 +146,14 @@ def test_auto_goes_without_a_residual_it_cannot_fit_and_on_says_why(goods):
 
     same = np.repeat(goods[:1], 20, axis=0)  # identical good parts: nothing to model
     x = to_tensor(same, SPEC)
-    vote = VoteSet(x[:10], np.zeros(10, bool), same[:10], SPEC, seed=0)
 
     def embed(t: np.ndarray) -> np.ndarray:
         return t.reshape(len(t), -1)[:, :8].astype(np.float64)
 
+    vote = VoteSet(x[:10], np.zeros(10, bool), same[:10], SPEC, 0, embed)
+
     ref = embed(x).mean(axis=0)
-    fusion, why = choose_fusion(embed, x, ref, Metric("minkowski", 4.0), vote, SPEC, "auto")
+    fusion, why = choose_fusion(x, ref, Metric("minkowski", 4.0), vote, SPEC, "auto")
     assert fusion is None and why["chosen"] == "off" and "identical" in why["why"]
     with pytest.raises(BadInput, match="identical"):
-        choose_fusion(embed, x, ref, Metric("minkowski", 4.0), vote, SPEC, "on")
+        choose_fusion(x, ref, Metric("minkowski", 4.0), vote, SPEC, "on")

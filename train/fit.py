@@ -533,10 +533,12 @@ def train(cfg: TrainConfig) -> Result:
     reference = ref_emb.mean(axis=0)
     choice = None
     val_goods = data.val_idx[~is_defect[data.val_idx]]
-    vote = VoteSet(x[data.val_idx], is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed)
     emb_of = lambda t: embed(embedding, t)  # noqa: E731
+    vote = VoteSet(
+        x[data.val_idx], is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed, emb_of
+    )
     if cfg.metric == AUTO:
-        metric, choice = choose_metric(emb_of, ref_emb, reference, vote)
+        metric, choice = choose_metric(ref_emb, reference, vote)
     else:
         inv_cov = fit_inv_cov(ref_emb)[0] if cfg.metric == "mahalanobis" else None
         bank = (
@@ -546,7 +548,7 @@ def train(cfg: TrainConfig) -> Result:
         metric = Metric(cfg.metric, p=cfg.p, inv_cov=inv_cov, bank=bank, k=k)
 
     fusion, residual_choice = choose_fusion(
-        emb_of, x[good_train], reference, metric, vote, spec, cfg.residual
+        x[good_train], reference, metric, vote, spec, cfg.residual
     )
 
     def score(t: np.ndarray) -> np.ndarray:  # the line's score (edge_runtime.scoring)

@@ -56,9 +56,18 @@ def _label(metric: Metric) -> str:
 
 class VoteSet:
     """The parts a score is chosen on: the validation parts plus a synthetic anomaly of each
-    validation good (train/anomalies.py), as model inputs; `real` marks the validation parts."""
+    validation good (train/anomalies.py), as model inputs, and their embeddings (made once for
+    every choice); `real` marks the validation parts."""
 
-    def __init__(self, x_val, val_is_defect, val_good_images, spec: InputSpec, seed: int) -> None:
+    def __init__(
+        self,
+        x_val,
+        val_is_defect,
+        val_good_images,
+        spec: InputSpec,
+        seed: int,
+        embed: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
         from train.anomalies import synthesize
 
         pad = spec.pad_value if spec.pad_mode == "constant" else None
@@ -68,6 +77,7 @@ class VoteSet:
         self.real = np.arange(len(self.y)) < len(x_val)
         self.good_real = self.real & ~self.y
         self.n_val, self.n_syn = len(x_val), len(syn)
+        self.emb = embed(self.x)
 
     def vote(self, scores: dict[str, np.ndarray], incumbent: str, challenger: str) -> dict:
         """AUROC of each candidate on the whole set and on the real parts alone; the
@@ -98,7 +108,6 @@ class VoteSet:
 
 
 def choose_metric(
-    embed: Callable[[np.ndarray], np.ndarray],
     good_embeddings: np.ndarray,
     reference: np.ndarray,
     vote: VoteSet,
@@ -106,8 +115,7 @@ def choose_metric(
     """(the chosen metric, what was measured and why) — the dict goes to metrics.json."""
     maha = Metric("mahalanobis", inv_cov=fit_inv_cov(good_embeddings)[0])
     mink = Metric("minkowski", p=4.0)
-    emb = embed(vote.x)
-    scores = {_label(m): distances(emb, reference, m) for m in (mink, maha)}
+    scores = {_label(m): distances(vote.emb, reference, m) for m in (mink, maha)}
     choice = vote.vote(scores, _label(mink), _label(maha))
     return (maha if choice["chosen"] == _label(maha) else mink), choice
 
@@ -116,7 +124,6 @@ RESIDUAL_MODES = (AUTO, "on", "off")
 
 
 def choose_fusion(
-    embed: Callable[[np.ndarray], np.ndarray],
     good_tensors: np.ndarray,
     reference: np.ndarray,
     metric: Metric,
@@ -149,7 +156,7 @@ def choose_fusion(
         if mode == "on":
             raise
         return None, {"chosen": "off", "why": f"no residual: {e}", "candidates": {}}
-    d = distances(embed(vote.x), reference, metric)
+    d = distances(vote.emb, reference, metric)
     r = residual.scores(vote.x, spec)
     fusion = Fusion(residual, spread(d[vote.good_real]), spread(r[vote.good_real]))
     fused = d / fusion.embedding_scale + r / fusion.residual_scale
