@@ -88,9 +88,9 @@ def test_twin_saves_and_loads_with_safe_mode(tmp_path):
     assert np.allclose(again.predict([a, b], verbose=0), expected, atol=1e-6)
 
 
-def test_mirror_views_embed_the_mean_of_the_four_mirrors_through_save_and_onnx(tmp_path):
-    """--views 4: the shipped branch is the mean of the part's four mirror embeddings, in Keras,
-    after a safe_mode save/load, and in onnxruntime (the line's path)."""
+def test_mirror_views_embed_the_four_mirrors_side_by_side_through_save_and_onnx(tmp_path):
+    """--views 4: the shipped branch holds the part's four mirror embeddings side by side, in
+    Keras, after a safe_mode save/load, and in onnxruntime (the line's path)."""
     import onnxruntime as ort
 
     from edge_runtime.preprocess import InputSpec
@@ -101,14 +101,17 @@ def test_mirror_views_embed_the_mean_of_the_four_mirrors_through_save_and_onnx(t
     views = with_views(single, 4)
     x = np.random.default_rng(0).random((3, 64, 72, 1)).astype(np.float32)
     mirrors = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
-    expected = np.mean([single.predict(m, verbose=0) for m in mirrors], axis=0)
+    expected = np.hstack([single.predict(np.ascontiguousarray(m), verbose=0) for m in mirrors])
     assert np.allclose(views.predict(x, verbose=0), expected, atol=1e-5)
-    assert not np.allclose(single.predict(x, verbose=0), expected, atol=1e-3)  # views matter
+    first, mirrored = expected[:, :EMBEDDING_DIM], expected[:, EMBEDDING_DIM : 2 * EMBEDDING_DIM]
+    assert np.allclose(first, single.predict(x, verbose=0), atol=1e-5)
+    assert not np.allclose(first, mirrored, atol=1e-3)  # the views differ
     views.save(tmp_path / "v.keras")
     assert np.allclose(load_model(tmp_path / "v.keras").predict(x, verbose=0), expected, atol=1e-5)
     sess = ort.InferenceSession(to_onnx_bytes(views, spec), providers=["CPUExecutionProvider"])
     (onnx_out,) = sess.run(None, {"image": x})
-    assert onnx_out.shape == (3, EMBEDDING_DIM) and np.allclose(onnx_out, expected, atol=1e-5)
+    assert onnx_out.shape == (3, 4 * EMBEDDING_DIM)
+    assert np.allclose(onnx_out, expected, atol=1e-5)
     assert with_views(single, 1) is single
     with pytest.raises(ValueError, match="views must be 1 or 4"):
         with_views(single, 2)

@@ -121,11 +121,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--views",
-        type=int,
-        default=None,
-        choices=(1, 4),
-        help="4 (default for cnn): the shipped embedding is the mean of the part and its three "
-        "mirror images (4× the network's work per part); 1: the part alone",
+        default="auto",
+        choices=("auto", "1", "4"),
+        help="4: the shipped embedding holds the part and its three mirror images side by side "
+        "(about 4× the network's work per part); 1: the part alone; auto (default): 4 when the "
+        "validation parts separate better with them (surfaces), else 1 (oriented parts)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 
@@ -154,7 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
         fit=args.fit,
         channels=args.channels,
         synthetic=args.synthetic,
-        views=args.views,
+        views=args.views if args.views == "auto" else int(args.views),
         quiet=args.quiet,
     )
     cfg.check()  # bad settings: one line, before TensorFlow is imported

@@ -23,7 +23,14 @@ from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_siz
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
 from edge_runtime.scoring import KNN_K, Fusion, Metric, coreset, fit_inv_cov, part_scores
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
-from train.score_choice import AUTO, RESIDUAL_MODES, VoteSet, choose_fusion, choose_metric
+from train.score_choice import (
+    AUTO,
+    RESIDUAL_MODES,
+    VoteSet,
+    choose_fusion,
+    choose_metric,
+    choose_views,
+)
 
 GOOD = "0"
 SYNTHETIC = "synthetic"  # label of synthetic anomalies in a good-only run's validation figures
@@ -45,7 +52,7 @@ GOOD_ONLY_POLICY = "good-quantile:0.995"
 # from 0.90 at 1,000 steps to 0.94 at 2,000 (64×64, one seed), so it gets twice as many.
 MIN_PAIRS_PER_EPOCH = 4096
 MIN_PAIRS_PER_EPOCH_SCALED = 8192
-DEFAULT_VIEWS = 1
+SHAPE_MAX_DIM = 128  # defect types' Mahalanobis shapes up to this embedding size
 
 
 @dataclass
@@ -72,8 +79,9 @@ class TrainConfig:
     # share of the good-vs-defect pairs whose defect is a synthetic anomaly made from a good
     # training image (train/anomalies.py); None: the measured default for the data
     synthetic: float | None = None
-    # mirror views averaged into the shipped embedding (train.model.with_views); None: default
-    views: int | None = None
+    # mirror views side by side in the shipped embedding (train.model.with_views): 1, 4, or
+    # "auto" (train.score_choice.choose_views; the mlp has no picture to mirror: 1)
+    views: int | str = AUTO
     input_size: str = "auto"  # "HxW", or "auto": from the training images (edge_runtime.geometry)
     fit: str = "pad"  # how images of another shape become the input: pad | crop | stretch
     channels: int = 1  # 1 = gray, 3 = colour (BGR)
@@ -106,10 +114,8 @@ class TrainConfig:
             raise BadInput(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.augment is None:
             self.augment = self.arch == "cnn"
-        if self.views is None:
-            self.views = DEFAULT_VIEWS
-        if self.views not in (1, 4):
-            raise BadInput(f"--views must be 1 or 4, got {self.views}")
+        if self.views != AUTO and self.views not in (1, 4):
+            raise BadInput(f"--views must be auto, 1 or 4, got {self.views}")
         if self.views == 4 and self.arch != "cnn":
             raise BadInput("--views 4 needs --arch cnn (the mlp's flat input has no picture)")
         if self.synthetic is not None and not 0.0 <= self.synthetic <= 1.0:
@@ -524,19 +530,31 @@ def train(cfg: TrainConfig) -> Result:
     train_seconds = time.perf_counter() - t0
     from train.model import with_views
 
-    embedding = with_views(embedding, cfg.views)  # what ships; everything below scores with it
-
     # Reference vector: mean embedding of n_ref good training images (seeded choice).
     ref_rng = np.random.default_rng(seeds[3])
     ref_idx = np.sort(ref_rng.choice(good_train, size=n_ref, replace=False))
-    ref_emb = embed(embedding, x[ref_idx])
-    reference = ref_emb.mean(axis=0)
     choice = None
     val_goods = data.val_idx[~is_defect[data.val_idx]]
-    emb_of = lambda t: embed(embedding, t)  # noqa: E731
     vote = VoteSet(
-        x[data.val_idx], is_defect[data.val_idx], data.images[val_goods], spec, cfg.seed, emb_of
+        x[data.val_idx],
+        is_defect[data.val_idx],
+        data.images[val_goods],
+        spec,
+        cfg.seed,
+        lambda t: embed(embedding, t),
     )
+    views = cfg.views if cfg.arch == "cnn" else 1
+    views, views_choice = choose_views(views, embedding, x[ref_idx], vote, embed, with_views)
+    if cfg.views == AUTO and cfg.arch != "cnn":
+        views_choice["why"] = "the mlp's flat input has no picture to mirror"
+    if not cfg.quiet:
+        print(f"views: {views} ({views_choice['why']})", flush=True)
+    embedding = with_views(embedding, views)  # what ships; everything below scores with it
+    emb_of = lambda t: embed(embedding, t)  # noqa: E731
+    if views != 1:
+        vote.emb = emb_of(vote.x)
+    ref_emb = emb_of(x[ref_idx])
+    reference = ref_emb.mean(axis=0)
     if cfg.metric == AUTO:
         metric, choice = choose_metric(ref_emb, reference, vote)
     else:
@@ -589,6 +607,7 @@ def train(cfg: TrainConfig) -> Result:
         "metric": metric.name if metric.name != "minkowski" else f"minkowski p={metric.p:g}",
         "metric_choice": choice,
         "residual": residual_choice,
+        "views": views_choice,
         "threshold_policy": str(policy),
         "good_only": good_only,
         "calibration": cal.to_dict(),
@@ -644,7 +663,11 @@ def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
     """Each known defect type's region: the mean and shrunk covariance of its training
     embeddings, and the Mahalanobis radius that holds 95% of its validation parts (its training
     parts sit closer than new ones will). An NG part outside every region is NOVEL on the line.
-    Types with no validation part are left out."""
+    Types with no validation part are left out.
+
+    Above SHAPE_MAX_DIM dimensions (four mirror views side by side: 512) a type keeps a centre
+    and a Euclidean radius only: a 512×512 shape from a few dozen parts is mostly shrinkage,
+    and about 3 MB of sidecar per type."""
     from edge_runtime.scoring import Prototype
 
     out = {}
@@ -655,7 +678,8 @@ def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
         if val.size == 0 or train.size < 2:
             continue
         emb = embed(embedding, x[train])
-        shape = Prototype(emb.mean(axis=0), 1.0, int(train.size), fit_inv_cov(emb)[0])
+        inv_cov = fit_inv_cov(emb)[0] if emb.shape[1] <= SHAPE_MAX_DIM else None
+        shape = Prototype(emb.mean(axis=0), 1.0, int(train.size), inv_cov)
         radius = float(np.quantile(shape.distance(embed(embedding, x[val])), 0.95))
         if radius > 0:
             out[label] = replace(shape, radius=radius)

@@ -147,6 +147,11 @@ def summary_lines(r) -> list[str]:
             else []
         ),
         *(
+            [f"  views {m['views']['chosen']}: {m['views']['why']}"]
+            if m.get("views")
+            else []
+        ),
+        *(
             [f"  pixel residual {m['residual']['chosen']}: {m['residual']['why']}"]
             if m.get("residual")
             else []

@@ -142,7 +142,7 @@ def reference_dict(r: Result) -> dict:
             "epochs": cfg.epochs,
             "seed": cfg.seed,
             "arch": cfg.arch,
-            "views": cfg.views,
+            "views": r.metrics["views"]["chosen"],
             "batch_size": cfg.batch_size,
             "val_fraction": cfg.val_fraction,
             "holdout_defect": cfg.holdout_defect,
