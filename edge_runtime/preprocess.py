@@ -19,10 +19,13 @@ the network's aspect ratio:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
+from scipy import sparse
 
 from edge_runtime.errors import BadInput
 
@@ -174,13 +177,84 @@ def is_color(image: np.ndarray) -> bool:
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (height, width): INTER_AREA to shrink (no aliasing), bilinear to enlarge."""
+    """Resize to (height, width): INTER_AREA to shrink (no aliasing), bilinear to enlarge.
+
+    A gray shrink by a non-integer factor from a crop of ≥ 128×128 px takes `_area_shrink`, which
+    gives OpenCV's INTER_AREA pixels bit for bit (same weights, same float32 order of sums, same
+    round-half-even) in ~40% of the time: OpenCV's generic area path costs 120 µs for 224×320 →
+    95×136 on the line PC, ours 46 µs (medians; 300×420 → 91×127: 202 vs 70 µs). Everything
+    else stays with OpenCV: enlarging; integer factors (its fast path, ~4 µs); small crops (its
+    ~5-20 µs beats our fixed cost); and BGR, where our path measured erratic (0.4× to 6× OpenCV's
+    time, its float32 H×W×3 copies are big enough for the allocator to fault pages in per call).
+    """
     h, w = size
     if image.shape[:2] == (h, w):
         return image
-    shrinking = image.shape[0] >= h and image.shape[1] >= w
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interp)
+    rows, cols = image.shape[:2]
+    shrinking = rows >= h and cols >= w
+    if not shrinking:
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    integer = rows % h == 0 and cols % w == 0
+    if (
+        image.ndim == 2
+        and image.dtype == np.uint8
+        and not integer
+        and rows * cols >= _AREA_MIN_PIXELS
+    ):
+        return _area_shrink(image, h, w)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+_AREA_MIN_PIXELS = 128 * 128  # below this OpenCV's area path is as fast as ours (measured)
+
+
+@lru_cache(maxsize=64)
+def _area_weights(n_in: int, n_out: int) -> sparse.csr_array:
+    """n_out×n_in INTER_AREA weights along one axis, as OpenCV's computeResizeAreaTab makes them.
+
+    Output i averages input [i·s, (i+1)·s), s = n_in/n_out, partial pixels weighted by overlap;
+    weights computed in double and stored as float32, in increasing source order (the order
+    OpenCV sums them in, which csr @ dense keeps)."""
+    scale = 1.0 / (n_out / n_in)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for d in range(n_out):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s2 = min(math.floor(f2), n_in - 1)
+        s1 = min(math.ceil(f1), s2)
+        taps = []
+        if s1 - f1 > 1e-3:
+            taps.append((s1 - 1, (s1 - f1) / cell))
+        taps += [(s, 1.0 / cell) for s in range(s1, s2)]
+        if f2 - s2 > 1e-3:
+            taps.append((s2, min(f2 - s2, 1.0, cell) / cell))
+        for s, a in taps:
+            rows.append(d)
+            cols.append(s)
+            vals.append(a)
+    m = sparse.csr_array(
+        (np.array(vals, np.float32), (rows, cols)), shape=(n_out, n_in), dtype=np.float32
+    )
+    m.sort_indices()
+    return m
+
+
+def _area_shrink(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """OpenCV's INTER_AREA shrink of a gray uint8 image, bit-exact, as two sparse products.
+
+    OpenCV sums each source row horizontally (float32, taps in order), then sums those rows
+    vertically (float32, in order) and rounds half to even; csr @ dense (scipy's csr_matvecs)
+    accumulates y[i] += a·x[j] in the same order, so each pass is one product on the transposed
+    image. cv2.transpose is the fast way to get the contiguous transposes."""
+    rows, cols = image.shape
+    across = _area_weights(cols, w) @ cv2.transpose(image).astype(np.float32)  # w×rows
+    out = _area_weights(rows, h) @ cv2.transpose(across)  # h×w
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def placement(h: int, w: int, spec: InputSpec) -> tuple[int, int, int, int]:
