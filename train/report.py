@@ -146,11 +146,7 @@ def summary_lines(r) -> list[str]:
             if m.get("metric_choice")
             else []
         ),
-        *(
-            [f"  views {m['views']['chosen']}: {m['views']['why']}"]
-            if m.get("views")
-            else []
-        ),
+        *([f"  views {m['views']['chosen']}: {m['views']['why']}"] if m.get("views") else []),
         *(
             [f"  pixel residual {m['residual']['chosen']}: {m['residual']['why']}"]
             if m.get("residual")
