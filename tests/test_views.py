@@ -1,0 +1,86 @@
+"""--views auto (train.score_choice.choose_views): mirror views ship where the validation parts
+say they help — a surface whose evidence is everywhere — and not on an oriented part whose
+evidence is in one place. The embedding here is a stand-in that sees only the top-left of its
+input, so each mirror view sees a different quarter of the part, as a real branch sees a
+differently-noisy version of it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_runtime.preprocess import InputSpec, to_tensor
+from train.score_choice import VoteSet, choose_views
+
+SPEC = InputSpec(height=24, width=32, layout="nhwc")
+
+
+def single(t: np.ndarray) -> np.ndarray:
+    """4×4 block means of the top-left 12×16 of each input: 12 features, one quarter seen."""
+    q = t[:, :12, :16, 0].reshape(len(t), 3, 4, 4, 4)
+    return q.mean(axis=(2, 4)).reshape(len(t), -1)
+
+
+def with_views(model, views: int):
+    if views == 1:
+        return model
+    mirrors = (
+        lambda t: t,
+        lambda t: t[:, :, ::-1],
+        lambda t: t[:, ::-1],
+        lambda t: t[:, ::-1, ::-1],
+    )
+    return lambda t: np.hstack([model(np.ascontiguousarray(m(t))) for m in mirrors])
+
+
+def embed(model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x), dtype=np.float64)
+
+
+def _parts(n: int, rng: np.random.Generator, defect, oriented: bool) -> np.ndarray:
+    """Noisy gray parts; an oriented part has a bright bar at its top left."""
+    img = rng.normal(120, 12, size=(n, *SPEC.size))
+    if oriented:
+        img[:, 2:6, 2:14] += 60
+    return np.clip(defect(img), 0, 255).astype(np.uint8)
+
+
+def _vote(oriented: bool, defect) -> tuple[VoteSet, np.ndarray]:
+    rng = np.random.default_rng(0)
+    goods = _parts(120, rng, lambda a: a, oriented)
+    bad = _parts(40, rng, defect, oriented)
+    images = np.concatenate([goods[:80], bad])
+    is_defect = np.r_[np.zeros(80, bool), np.ones(40, bool)]
+    vote = VoteSet(
+        to_tensor(images, SPEC), is_defect, goods[:80], SPEC, 0, lambda t: embed(single, t)
+    )
+    return vote, to_tensor(goods[80:], SPEC)
+
+
+def _everywhere(a: np.ndarray) -> np.ndarray:
+    """A surface defect: the whole part a little brighter (each view sees it through its own
+    quarter's noise)."""
+    return a + 4
+
+
+def _top_left(a: np.ndarray) -> np.ndarray:
+    """An oriented part's defect: its bar broken, where only the unmirrored view looks."""
+    a[:, 2:6, 6:10] -= 40
+    return a
+
+
+def test_auto_ships_four_views_on_a_surface_and_one_on_an_oriented_part():
+    vote, ref = _vote(False, _everywhere)
+    views, why = choose_views("auto", single, ref, vote, embed, with_views)
+    known = why["known"]
+    assert views == 4 and known["4 views"] > known["1 view"] + 0.001, why
+    assert "4 views" in why["why"] and "4×" in why["why"]
+
+    vote, ref = _vote(True, _top_left)
+    views, why = choose_views("auto", single, ref, vote, embed, with_views)
+    assert views == 1 and why["known"]["4 views"] <= why["known"]["1 view"] + 0.001, why
+
+
+def test_asked_views_are_taken_as_asked():
+    vote, ref = _vote(True, _top_left)
+    assert choose_views(4, single, ref, vote, embed, with_views)[0] == 4
+    assert choose_views(1, single, ref, vote, embed, with_views)[1]["why"] == "--views 1"
