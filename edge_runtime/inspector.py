@@ -60,9 +60,12 @@ def judge(
     threshold: float,
     embedding: np.ndarray | None,
     prototypes: dict[str, Prototype],
+    novelty: float | None = None,
 ) -> Verdict:
     """The verdict of one scored part: NG above the threshold, then named after the nearest known
-    defect type and NOVEL when outside every type's radius.
+    defect type, and NOVEL when like none of them: outside the known defects' region of the
+    fused score's terms when the model has one (`novelty`, in radii: scoring.Novelty), else
+    outside every type's radius in embedding space.
 
     The one place this is decided, so that `twinspect eval` counts exactly the verdicts that
     `twinspect run` records for the same embeddings (eval's known/novel table is only worth
@@ -71,10 +74,15 @@ def judge(
     """
     if not score > threshold:
         return Verdict("OK")
-    if not prototypes or embedding is None:
+    named = (
+        nearest_types(embedding, prototypes)[0] if prototypes and embedding is not None else None
+    )
+    if novelty is not None:
+        return Verdict("NOVEL" if novelty > 1.0 else "NG", named and named[0], float(novelty))
+    if named is None:
         return Verdict("NG")
-    nearest, _, novelty = nearest_types(embedding, prototypes)[0]
-    return Verdict("NOVEL" if novelty > 1.0 else "NG", nearest, novelty)
+    nearest, _, outside = named
+    return Verdict("NOVEL" if outside > 1.0 else "NG", nearest, outside)
 
 
 def normalize(score: float, threshold: float) -> float:
@@ -152,11 +160,13 @@ class Inspector:
             return Judgement("ERROR", None, None, f"OpenCV: {reason}", perf_counter_ns() - t0)
         return Judgement("OK", None, None, None, perf_counter_ns() - t0)
 
-    def _verdict(self, j: Judgement, score: float, emb: np.ndarray | None = None) -> None:
+    def _verdict(
+        self, j: Judgement, score: float, emb: np.ndarray | None, novelty: float | None
+    ) -> None:
         j.score = float(score)
         j.score_norm = normalize(j.score, self.threshold)
         j.verdict, j.nearest, j.type_distance = judge(
-            j.score, self.threshold, emb, self.model.sidecar.prototypes
+            j.score, self.threshold, emb, self.model.sidecar.prototypes, novelty
         )
 
     # ------------------------------------------------------------------ public
@@ -168,10 +178,10 @@ class Inspector:
         t1 = perf_counter_ns()
         emb = self._embed(1)
         t2 = perf_counter_ns()
-        score = self.model.score(emb, self._x[:1])[0]
+        scores, novelty = self.model.score_parts(emb, self._x[:1])
         t3 = perf_counter_ns()
         j.embed_ns, j.score_ns = t2 - t1, t3 - t2
-        self._verdict(j, score, emb[0])
+        self._verdict(j, scores[0], emb[0], None if novelty is None else novelty[0])
         return j
 
     def inspect_many(self, images: list[np.ndarray | None]) -> list[Judgement]:
@@ -191,21 +201,26 @@ class Inspector:
                 t1 = perf_counter_ns()
                 emb = self._embed(n)
                 t2 = perf_counter_ns()
-                scores = self.model.score(emb, self._x[:n])
+                scores, novelty = self.model.score_parts(emb, self._x[:n])
                 t3 = perf_counter_ns()
                 for k, (j, s) in enumerate(zip(rows, scores, strict=True)):
                     j.embed_ns, j.score_ns, j.batch = (t2 - t1) // n, (t3 - t2) // n, n
-                    self._verdict(j, s, emb[k])
+                    self._verdict(j, s, emb[k], None if novelty is None else novelty[k])
             out.extend(js)
         return out
 
     def score_patches(
-        self, patches: np.ndarray, embeddings: np.ndarray | None = None
+        self,
+        patches: np.ndarray,
+        embeddings: np.ndarray | None = None,
+        novelty: np.ndarray | None = None,
     ) -> np.ndarray:
         """Scores of already-prepared uint8 N×H×W patches (labeled data), in max_batch chunks.
 
         `embeddings` (N×D float32), when given, receives each patch's embedding: the bound
         output buffer is reused by the next chunk, so a caller that needs them must keep a copy.
+        `novelty` (N floats), when given and the model has a novelty region, receives each
+        patch's distance from it in radii.
         """
         scores = np.empty(len(patches), dtype=np.float64)
         for start in range(0, len(patches), self.max_batch):
@@ -213,18 +228,22 @@ class Inspector:
             n = len(chunk)
             to_tensor(chunk, self.spec, out=self._x[:n])
             emb = self._embed(n)
-            scores[start : start + n] = self.model.score(emb, self._x[:n])
+            scores[start : start + n], nov = self.model.score_parts(emb, self._x[:n])
             if embeddings is not None:
                 embeddings[start : start + n] = emb
+            if novelty is not None and nov is not None:
+                novelty[start : start + n] = nov
         return scores
 
     def judge_patches(self, patches: np.ndarray) -> tuple[np.ndarray, list[Verdict]]:
         """Scores and the line's verdicts (OK/NG/NOVEL with the nearest known type) of
         already-prepared patches: what `run` would record for each, for eval to tabulate."""
         emb = np.empty((len(patches), self.model.sidecar.embedding_dim), dtype=np.float32)
-        scores = self.score_patches(patches, emb)
+        novelty = np.full(len(patches), np.nan)
+        scores = self.score_patches(patches, emb, novelty)
         protos = self.model.sidecar.prototypes
         verdicts = [
-            judge(float(s), self.threshold, e, protos) for s, e in zip(scores, emb, strict=True)
+            judge(float(s), self.threshold, e, protos, None if np.isnan(v) else float(v))
+            for s, e, v in zip(scores, emb, novelty, strict=True)
         ]
         return scores, verdicts

@@ -14,7 +14,7 @@ import numpy as np
 from edge_runtime.errors import BadModel
 from edge_runtime.files import sha256_file
 from edge_runtime.preprocess import InputSpec
-from edge_runtime.scoring import part_scores
+from edge_runtime.scoring import fusion_terms, part_scores
 from edge_runtime.sidecar import Sidecar
 
 SIDECAR_NAME = "model.json"
@@ -52,6 +52,19 @@ class EmbeddingModel:
         return part_scores(
             embeddings, tensors, sc.reference.vector, sc.metric, sc.fusion, self.spec
         )
+
+    def score_parts(
+        self, embeddings: np.ndarray, tensors: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores, novelty): the scores of `score`, and with a novelty region (schema 5) each
+        part's distance from the known defects' region in radii (> 1: a reject is NOVEL) from
+        the same two terms — one residual pass for both."""
+        sc = self.sidecar
+        fusion = sc.fusion
+        if fusion is None or fusion.novelty is None:
+            return self.score(embeddings, tensors), None
+        terms = fusion_terms(embeddings, tensors, sc.reference.vector, sc.metric, fusion, self.spec)
+        return terms.sum(axis=1), fusion.novelty.distance(terms)
 
     @property
     def residual(self):

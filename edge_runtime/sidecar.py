@@ -17,7 +17,7 @@ from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
 from edge_runtime.residual import Residual
-from edge_runtime.scoring import Fusion, Metric, Prototype
+from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype
 
 # 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
 # A schema-1 sidecar still loads: it meant gray input stretched to the model size.
@@ -25,8 +25,11 @@ from edge_runtime.scoring import Fusion, Metric, Prototype
 # A schema-2 sidecar still loads: its prototypes are Euclidean balls, named by nearest centre.
 # 4: fusion (optional): the score adds the local pixel residual (edge_runtime.residual).
 # A schema-3 sidecar still loads: no fusion, the embedding distance alone.
-SCHEMA_VERSION = 4
-KNOWN_VERSIONS = (1, 2, 3, 4)
+# 5: fusion.novelty (optional): the known defects' region in the plane of the fused score's two
+# terms, which decides NOVEL for a fused model. A schema-4 sidecar still loads: its prototypes
+# decide NOVEL as before.
+SCHEMA_VERSION = 5
+KNOWN_VERSIONS = (1, 2, 3, 4, 5)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:
@@ -273,10 +276,19 @@ def _fusion(r: _Reader, spec: InputSpec) -> Fusion | None:
         )
         if residual.channels != spec.channels:
             raise BadInput(f"residual has {residual.channels} channels, the input {spec.channels}")
+        novelty = None
+        if r.optional("fusion.novelty", (dict, type(None)), None) is not None:
+            novelty = Novelty(
+                center=r.floats("fusion.novelty.center"),
+                inv_cov=r.floats("fusion.novelty.inv_cov"),
+                radius=r.get("fusion.novelty.radius", float),
+                n=r.get("fusion.novelty.n", int),
+            )
         return Fusion(
             residual,
             r.get("fusion.embedding_scale", float),
             r.get("fusion.residual_scale", float),
+            novelty,
         )
     except BadInput as e:
         raise BadModel(f"{r.where}: field 'fusion': {e}") from None

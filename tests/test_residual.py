@@ -12,7 +12,7 @@ from edge_runtime.evaluation import auroc
 from edge_runtime.preprocess import InputSpec, to_tensor
 from edge_runtime.residual import MAX_PIXELS, fit_residual, grid_size
 from edge_runtime.scoring import Fusion, Metric, part_scores, spread
-from edge_runtime.sidecar import Sidecar
+from edge_runtime.sidecar import SCHEMA_VERSION, Sidecar
 from edge_runtime.synthetic.writer import Config, generate
 
 SPEC = InputSpec()
@@ -78,7 +78,7 @@ def test_a_fused_sidecar_round_trips_and_scores_the_same(untrained_model_dir, go
     path = tmp_path / "model.json"
     sc.save(path)
     again = Sidecar.load(path)
-    assert again.schema_version == 4 and again.fusion is not None
+    assert again.schema_version == SCHEMA_VERSION and again.fusion is not None
     x = to_tensor(goods[100:120], sc.input)
     emb = np.random.default_rng(0).normal(size=(len(x), sc.embedding_dim))
     a = part_scores(emb, x, sc.reference.vector, sc.metric, fusion, sc.input)
@@ -157,3 +157,71 @@ def test_auto_goes_without_a_residual_it_cannot_fit_and_on_says_why(goods):
     assert fusion is None and why["chosen"] == "off" and "identical" in why["why"]
     with pytest.raises(BadInput, match="identical"):
         choose_fusion(x, ref, Metric("minkowski", 4.0), vote, SPEC, "on")
+
+
+def _known_terms(n: int = 200) -> np.ndarray:
+    """Rejected known defects' two terms: the twin's term about twice the residual's."""
+    rng = np.random.default_rng(1)
+    r = np.exp(rng.normal(np.log(3.0), 0.3, n))
+    return np.c_[2.0 * r * np.exp(rng.normal(0, 0.15, n)), r]
+
+
+def test_the_novelty_region_holds_the_known_mix_and_not_a_kind_the_twin_misses():
+    from edge_runtime.scoring import MIN_NOVELTY_PARTS, fit_novelty
+
+    known = _known_terms()
+    region = fit_novelty(known)
+    inside = region.distance(known)
+    assert np.mean(inside > 1) == pytest.approx(0.025, abs=0.01)  # radius: 97.5th percentile
+    # as far from good (same sum), but the twin sees little of it: a kind it was not shown
+    assert region.distance([[1.0, 8.0]])[0] > 1
+    assert region.distance([[6.0, 3.0]])[0] < 1  # the known mix
+    assert fit_novelty(known[: MIN_NOVELTY_PARTS - 1]) is None  # too few to place it
+    assert fit_novelty(np.ones((50, 2))) is None  # no spread: no region
+
+
+def test_a_fused_part_is_novel_by_the_region_and_schema_4_keeps_the_prototypes(
+    untrained_model_dir, goods, tmp_path
+):
+    """Through the sidecar and the line's Inspector: with a region, the two terms decide NOVEL;
+    a schema-4 sidecar (no region) loads, and its prototypes decide as before."""
+    import dataclasses
+    import shutil
+
+    from edge_runtime.inspector import Inspector
+    from edge_runtime.model import load_model_dir
+    from edge_runtime.scoring import Novelty, fit_novelty, fusion_terms
+
+    sc, fusion = _fused_sidecar(untrained_model_dir, goods)
+    x = to_tensor(goods[100:101], sc.input)
+    model0 = load_model_dir(untrained_model_dir)
+    terms = fusion_terms(model0.embed(x), x, sc.reference.vector, sc.metric, fusion, sc.input)
+    here = np.log(terms[0])
+
+    def judged(novelty: Novelty | None, version: int = SCHEMA_VERSION):
+        sc.fusion = dataclasses.replace(fusion, novelty=novelty)
+        out = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(untrained_model_dir, out)
+        d = json.loads(sc.to_json())
+        d["schema_version"] = version
+        (out / "model.json").write_text(json.dumps(d))
+        insp = Inspector(load_model_dir(out), threshold=-1.0)  # every part is rejected
+        return insp.inspect(goods[100]), insp.judge_patches(goods[100:101])[1][0]
+
+    near = Novelty(here, np.eye(2), 1.0, 10)  # the part sits at the region's centre
+    far = Novelty(here + np.array([3.0, 0.0]), np.eye(2), 1.0, 10)  # the known mix: 20× more twin
+    for region, expect in ((near, "NG"), (far, "NOVEL")):
+        j, v = judged(region)
+        assert j.verdict == v.verdict == expect
+        assert (
+            j.type_distance
+            == pytest.approx(v.type_distance, abs=1e-4)
+            == pytest.approx(float(region.distance(terms)[0]), rel=1e-3, abs=1e-4)
+        )
+    j, _ = judged(None, version=4)  # no region, no prototypes: NG as schema 4 judged it
+    assert j.verdict == "NG" and j.type_distance is None
+    assert fit_novelty(_known_terms()) is not None
+    d = json.loads(sc.to_json())
+    d["fusion"]["novelty"] = {"center": [0.0], "inv_cov": [[1.0]], "radius": 1.0, "n": 3}
+    with pytest.raises(BadModel, match=r"field 'fusion'.*novelty"):
+        Sidecar.from_dict(d, where="m/model.json")

@@ -18,6 +18,7 @@ from edge_runtime.calibration import DEFAULT_POLICY
 from edge_runtime.cli import main
 from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import InputSpec, to_tensor
+from edge_runtime.sidecar import SCHEMA_VERSION
 
 pytest.importorskip("keras")
 
@@ -409,10 +410,20 @@ def test_a_fused_score_trains_exports_and_the_line_reproduces_it(line, tmp_path)
     assert metrics["residual"]["chosen"] == "on"
     export_run(run, tmp_path / "model", log=lambda *_: None)
     model = load_model_dir(tmp_path / "model")
-    assert model.sidecar.schema_version == 4 and model.sidecar.fusion is not None
+    assert model.sidecar.schema_version == SCHEMA_VERSION and model.sidecar.fusion is not None
     with np.load(run / "validation.npz") as z:
         images, scores = z["images"], z["scores"]
     again = Inspector(model, max_batch=32).score_patches(images)
     np.testing.assert_allclose(again, scores, rtol=1e-4, atol=1e-5)
     residual_only = model.sidecar.fusion.residual.scores(to_tensor(images, model.spec), model.spec)
     assert np.corrcoef(residual_only, scores)[0, 1] > 0.1  # the residual is really in the score
+    # NOVEL: the region of the rejected known defects' two terms travels in the sidecar, and
+    # the line calls few of those very validation parts NOVEL (its radius holds 97.5% of them)
+    novelty = metrics["novelty"]
+    assert novelty["placed"] and model.sidecar.fusion.novelty is not None, novelty
+    with np.load(run / "validation.npz") as z:
+        labels = z["labels"]
+    _, verdicts = Inspector(model, max_batch=32).judge_patches(images)
+    rejected = [v.verdict for v, lab in zip(verdicts, labels, strict=True) if lab != "0"]
+    rejected = [v for v in rejected if v != "OK"]
+    assert len(rejected) >= 10 and rejected.count("NOVEL") <= 0.1 * len(rejected)

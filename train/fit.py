@@ -21,7 +21,16 @@ from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
 from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
-from edge_runtime.scoring import KNN_K, Fusion, Metric, coreset, fit_inv_cov, part_scores
+from edge_runtime.scoring import (
+    KNN_K,
+    Fusion,
+    Metric,
+    coreset,
+    fit_inv_cov,
+    fit_novelty,
+    fusion_terms,
+    part_scores,
+)
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 from train.score_choice import (
     AUTO,
@@ -579,6 +588,13 @@ def train(cfg: TrainConfig) -> Result:
     # odd validation part cannot swing it; its interval and expected rates travel with it.
     cal = calibrate(val_scores, val_labels != GOOD, policy, seed=cfg.seed)
     threshold = cal.value
+
+    def terms_of(t: np.ndarray, fused: Fusion) -> np.ndarray:  # the score's two terms
+        return fusion_terms(emb_of(t), t, reference, metric, fused, spec)
+
+    fusion, novelty = place_novelty(
+        fusion, x[data.val_idx], val_labels, val_scores, threshold, terms_of
+    )
     if good_only:  # figures against synthetic anomalies of the validation goods
         syn = val_x[1][val_pairs.label == DIFFERENT]
         syn_scores = score(syn)
@@ -608,6 +624,7 @@ def train(cfg: TrainConfig) -> Result:
         "metric_choice": choice,
         "residual": residual_choice,
         "views": views_choice,
+        "novelty": novelty,
         "threshold_policy": str(policy),
         "good_only": good_only,
         "calibration": cal.to_dict(),
@@ -657,6 +674,26 @@ def train(cfg: TrainConfig) -> Result:
         train_seconds=train_seconds,
         prototypes=prototypes,
     )
+
+
+def place_novelty(fusion, val_x, val_labels, val_scores, threshold, terms_of):
+    """(fusion with its novelty region, what metrics.json records): the region of the fused
+    score's two terms where the validation's rejected known defects sit (scoring.Novelty), which
+    decides NOVEL on the line. Without a fused residual, or with too few rejected known defects,
+    there is none and the prototypes decide."""
+    if fusion is None:
+        return fusion, {"placed": False, "why": "no fused pixel residual: prototypes decide"}
+    known = (np.asarray(val_labels) != GOOD) & (np.asarray(val_scores) > threshold)
+    novelty = fit_novelty(terms_of(val_x[known], fusion)) if known.any() else None
+    if novelty is None:
+        why = f"{int(known.sum())} rejected known defects in validation: too few to place it"
+        return fusion, {"placed": False, "why": why}
+    return replace(fusion, novelty=novelty), {
+        "placed": True,
+        "why": f"region of {novelty.n} rejected known defects in validation, radius at the "
+        "97.5th percentile of their own distance",
+        **novelty.to_dict(),
+    }
 
 
 def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:

@@ -152,6 +152,11 @@ def summary_lines(r) -> list[str]:
             if m.get("residual")
             else []
         ),
+        *(
+            [f"  NOVEL decided by the {m['novelty']['why']}"]
+            if (m.get("novelty") or {}).get("placed")
+            else []
+        ),
         *(f"  {line}" for line in m.get("calibration_lines", [])),
         f"pair distance: AUROC {pair['auroc']:.4f}, accuracy {pair['accuracy']:.2%}, "
         f"escape {pair['escape_rate']:.2%}, overkill {pair['overkill_rate']:.2%}",
