@@ -88,18 +88,22 @@ class _Table(BaseModel):
 
 class WebhookTable(_Table):
     """A `sinks` entry for a webhook with a bearer token, read at start and never written here:
-    `{ url = "https://…", token_env = "VARIABLE" }` or `token_file = "path"` (its first line)."""
+    `{ url = "https://…", token_env = "VARIABLE" }` or `token_file = "path"` (its first line);
+    `ca = "path"` (a CA file for an https endpoint with its own certificate authority) and
+    `timeout` (seconds per request, default 5) as the webhook sink takes them."""
 
     url: Annotated[str, AfterValidator(_sink)]
     token_env: str | None = None
     token_file: str | None = None
+    ca: str | None = None
+    timeout: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _webhook_only(self) -> WebhookTable:
         if scheme(self.url) not in ("http", "https"):
             raise ValueError(
-                f"{self.url!r}: token_env/token_file are for http(s):// webhooks (other sinks "
-                "take password_env/password_file in the URL)"
+                f"{self.url!r}: token_env/token_file/ca/timeout in a table are for http(s):// "
+                "webhooks (other sinks take password_env/password_file and ca in the URL)"
             )
         return self
 
@@ -290,18 +294,35 @@ def _source_path(base: Path, source: str) -> str:
     return str(_resolve(base, source))
 
 
+# files a sink reads, named in its URL's query or a webhook's table: relative to the station file
+SINK_FILES = ("password_file", "token_file", "ca")
+
+
 def _sink_target(sink: str | WebhookTable, base: Path, where: str) -> str | dict:
-    """A `sinks` entry as open_sink takes it: the URL, or the webhook's mapping with its
-    token_file relative to the station file. The sink's own secret reader is run on it now, so
-    a variable that is not set (or a file that cannot be read) is refused at start, by key."""
+    """A `sinks` entry as open_sink takes it: the URL, or the webhook's mapping, with the files
+    it names (password_file, token_file, ca) relative to the station file, like every other
+    path in it. The sink's own readers are run on it now, so a variable that is not set or a
+    file that cannot be read is refused at start, by key."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
     from edge_runtime.sinks.base import Options
 
     if isinstance(sink, str):
-        return sink
+        parts = urlsplit(sink)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if not any(k in SINK_FILES for k, _ in query):
+            return sink
+        query = [(k, str(_resolve(base, v)) if k in SINK_FILES else v) for k, v in query]
+        url = urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+        Options(where, dict(query)).secret("password")
+        Options(where, dict(query)).path("ca")
+        return url
     target = sink.model_dump(exclude_none=True)
-    if "token_file" in target:
-        target["token_file"] = str(_resolve(base, target["token_file"]))
+    for key in SINK_FILES:
+        if key in target:
+            target[key] = str(_resolve(base, target[key]))
     Options(where, target).secret("token")  # BadInput "<where>: token_env: the variable … "
+    Options(where, target).path("ca")  # BadInput "<where>: ca=…: no such file"
     return target
 
 
@@ -351,6 +372,8 @@ def load_station(path: Path, cli: dict[str, Any] | None = None) -> Station:
                 )
             elif key == "sinks":
                 value = tuple(value)
+            if key == "mqtt" and from_file and value is not None:
+                value = _sink_target(value, base, f"{path}: {where[key]}")
             if key == "threshold":
                 kwargs["threshold_from"] = "station file" if from_file else ""
             kwargs[RUN_FIELD.get(key, key)] = value

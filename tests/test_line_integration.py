@@ -388,7 +388,16 @@ TYPOS = {
                                "cameras[0].sinks[0].tokn_env", "did you mean token_env?"),
     "a token for a sink that is not a webhook": (
         'sinks = [{ url = "mqtt://broker/line", token_env = "HOME" }]', "cameras[0].sinks[0]",
-        "token_env/token_file are for http(s):// webhooks"),
+        "token_env/token_file/ca/timeout in a table are for http(s):// webhooks"),
+    "webhook CA file missing": (
+        'sinks = [{ url = "https://mes.local/v", ca = "certs/mes-ca.pem" }]',
+        "cameras[0].sinks[0]", "certs/mes-ca.pem: no such file"),
+    "webhook timeout not positive": (
+        'sinks = [{ url = "https://mes.local/v", timeout = 0 }]', "cameras[0].sinks[0].timeout",
+        "must be > 0, got 0"),
+    "mqtt password file missing, beside the station file": (
+        'sinks = ["mqtt://broker/line?username=l1&password_file=secrets/mqtt.pw"]',
+        "cameras[0].sinks[0]", "secrets/mqtt.pw"),
 }  # fmt: skip
 
 
@@ -469,3 +478,34 @@ mqtt = "mqtts://other.local/line"
     a, b = st.cameras
     assert (a.mqtt, st.opcua_port) == ("mqtt://cli.local/x", 4999)  # over [defaults], the file
     assert b.mqtt == "mqtts://other.local/line"  # a camera's own key wins
+
+
+def test_files_a_sink_names_are_relative_to_the_station_file(tmp_path, untrained_model_dir):
+    """password_file and ca in a sink URL's query, and token_file/ca in a webhook's table, are
+    found beside the station file like its other paths, whatever folder the service starts in."""
+    from edge_runtime.station_config import load_station
+
+    (tmp_path / "secrets").mkdir()
+    for name in ("mqtt.pw", "ca.pem", "mes.token"):
+        (tmp_path / "secrets" / name).write_text("x\n")
+    hook = 'url = "https://mes.local/v", token_file = "secrets/mes.token", ca = "secrets/ca.pem"'
+    hook += ", timeout = 2.5"
+    path = write_station(
+        tmp_path,
+        f"""
+[defaults]
+model = "{untrained_model_dir}"
+[[cameras]]
+name = "c"
+source = "{tmp_path}"
+out = "c.jsonl"
+mqtt = "mqtts://broker:8883/line?username=l1&password_file=secrets/mqtt.pw&ca=secrets/ca.pem"
+sinks = [{{ {hook} }}]
+""",
+    )
+    (cam,) = load_station(path).cameras
+    (hook,) = cam.sinks
+    assert hook["ca"] == str(tmp_path / "secrets" / "ca.pem") and hook["timeout"] == 2.5
+    assert hook["token_file"] == str(tmp_path / "secrets" / "mes.token")
+    assert f"password_file={tmp_path}/secrets/mqtt.pw" in cam.mqtt
+    assert f"ca={tmp_path}/secrets/ca.pem" in cam.mqtt and "username=l1" in cam.mqtt
