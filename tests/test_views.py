@@ -73,11 +73,24 @@ def test_auto_ships_four_views_on_a_surface_and_one_on_an_oriented_part():
     views, why = choose_views("auto", single, ref, vote, embed, with_views)
     known = why["known"]
     assert views == 4 and known["4 views"] > known["1 view"] + 0.001, why
+    assert max(why["mirrored_goods_auroc"].values()) < 0.65  # mirrored noise is noise
     assert "4 views" in why["why"] and "4×" in why["why"]
 
     vote, ref = _vote(True, _top_left)
     views, why = choose_views("auto", single, ref, vote, embed, with_views)
-    assert views == 1 and why["known"]["4 views"] <= why["known"]["1 view"] + 0.001, why
+    assert views == 1 and "does not look alike in every mirror" in why["why"], why
+    # mirrored, the bar leaves the quarter the branch sees: every good part is told apart
+    assert why["mirrored_goods_auroc"]["left/right"] == 1.0
+
+
+def test_a_surface_gets_four_views_even_when_validation_cannot_show_the_gain():
+    """Defects every view sees plainly: one view already separates the validation parts
+    perfectly, so they cannot show what four add; the part looks alike in every mirror, and
+    four do not separate them worse: 4."""
+    vote, ref = _vote(False, lambda a: a + 40)
+    views, why = choose_views("auto", single, ref, vote, embed, with_views)
+    assert why["known"]["1 view"] == why["known"]["4 views"] == 1.0
+    assert views == 4, why
 
 
 def test_asked_views_are_taken_as_asked():
