@@ -142,9 +142,11 @@ def _novel_lines(uv: dict, names: dict) -> list[str]:
         return []
     return [
         "",
-        "The same hold-out runs on the line (`twinspect eval`'s verdicts by label): each known "
-        "type is a Mahalanobis region in the sidecar, a rejected part outside all of them is "
-        "NOVEL. Score = what `--metric auto` and `--residual auto` chose for the run.",
+        "The same hold-out runs on the line (`twinspect eval`'s verdicts by label). With a fused "
+        "pixel residual a reject is NOVEL outside the region where the validation's rejected "
+        "known defects sit in the plane of the score's two terms (sidecar `fusion.novelty`); "
+        "without one, outside every known type's Mahalanobis region in embedding space. "
+        "Score = what `--metric auto` and `--residual auto` chose for the run.",
         "",
         *table(
             [
