@@ -278,6 +278,12 @@ def good_only_data(data: Path, work: Path) -> Path:
 
 
 def score_label(model_json: dict) -> str:
-    """What a shipped model scores with, e.g. 'minkowski + pixel residual'."""
+    """What a shipped model scores with, e.g. 'minkowski + pixel residual' or 'minkowski, 4
+    mirror views'."""
     name = dig(model_json, "metric", "name") or "—"
-    return name + (" + pixel residual" if model_json.get("fusion") else "")
+    views = dig(model_json, "training", "views")
+    return (
+        name
+        + (" + pixel residual" if model_json.get("fusion") else "")
+        + (f", {views} mirror views" if views == 4 else "")
+    )

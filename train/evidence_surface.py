@@ -215,7 +215,11 @@ def markdown(res: dict) -> str:
             f"{b['latency_us']['total']['p50']:.0f} µs (p99 "
             f"{b['latency_us']['total']['p99']:.0f} µs; embed p50 "
             f"{b['latency_us']['embed']['p50']:.0f} µs); the {c['input']} model "
-            f"{c['latency_us']['total']['p50']:.0f} µs — ratio {c['ratio_p50']:.1f}×.",
+            f"{c['latency_us']['total']['p50']:.0f} µs — ratio {c['ratio_p50']:.1f}×. "
+            f"Stages p50: preprocess {b['latency_us']['preprocess']['p50']:.0f} µs, score "
+            f"{b['latency_us']['score']['p50']:.0f} µs. The heatmap of an NG part "
+            f"({b['heatmap_ms']['method']}, what `--save-ng` adds): p50 "
+            f"{b['heatmap_ms']['p50']:.0f} ms.",
         ]
     lines += ["", END]
     return "\n".join(lines)
