@@ -79,21 +79,16 @@ class VoteSet:
         self.n_val, self.n_syn = len(x_val), len(syn)
         self.emb = embed(self.x)
 
-    def vote(self, scores: dict[str, np.ndarray], incumbent: str, challenger: str) -> dict:
-        """AUROC of each candidate on the whole set and on the real parts alone; the
-        challenger wins if it is better on the whole set and keeps the real defects' AUROC
-        within KNOWN_TOLERANCE (a line without real defects has nothing to keep)."""
+    def measure(self, scores: dict[str, np.ndarray]) -> tuple[dict, dict, str]:
+        """(AUROC of each candidate on the whole set, on the real parts alone — empty when the
+        line has no real defect —, and both as the text train prints)."""
         figures = {k: auroc(v, self.y) for k, v in scores.items()}
-        has_real = bool(self.y[self.real].any())
         known = (
             {k: auroc(v[self.real], self.y[self.real]) for k, v in scores.items()}
-            if has_real
+            if self.y[self.real].any()
             else {}
         )
-        wins = figures[challenger] > figures[incumbent]
-        keeps = not has_real or known[challenger] >= known[incumbent] - KNOWN_TOLERANCE
-        chosen = challenger if wins and keeps else incumbent
-        why = (
+        text = (
             f"AUROC on {self.n_val} validation parts + {self.n_syn} synthetic anomalies of the "
             "validation goods: "
             + ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
@@ -104,6 +99,16 @@ class VoteSet:
                 else ""
             )
         )
+        return figures, known, text
+
+    def vote(self, scores: dict[str, np.ndarray], incumbent: str, challenger: str) -> dict:
+        """AUROC of each candidate on the whole set and on the real parts alone; the
+        challenger wins if it is better on the whole set and keeps the real defects' AUROC
+        within KNOWN_TOLERANCE (a line without real defects has nothing to keep)."""
+        figures, known, why = self.measure(scores)
+        wins = figures[challenger] > figures[incumbent]
+        keeps = not known or known[challenger] >= known[incumbent] - KNOWN_TOLERANCE
+        chosen = challenger if wins and keeps else incumbent
         return {"chosen": chosen, "why": why, "candidates": figures, "known": known}
 
 
@@ -228,12 +233,8 @@ def choose_views(
     d1 = distances(vote.emb, ref1, p4)
     d4 = distances(embed(multi, vote.x), embed(multi, x_ref).mean(axis=0), p4)
     scores = {"1 view": d1, "4 views": d4}
-    figures = {k: auroc(v, vote.y) for k, v in scores.items()}
-    has_real = bool(vote.y[vote.real].any())
-    known = (
-        {k: auroc(v[vote.real], vote.y[vote.real]) for k, v in scores.items()} if has_real else {}
-    )
-    judged = known if has_real else figures
+    figures, known, measured = vote.measure(scores)
+    judged = known or figures
     looks_alike = max(alike.values()) <= MIRROR_ALIKE
     keeps = judged["4 views"] >= judged["1 view"] - KNOWN_TOLERANCE
     four = looks_alike and keeps
@@ -241,14 +242,7 @@ def choose_views(
         "mirrored validation goods told from unmirrored (AUROC of distances, "
         f"≤ {MIRROR_ALIKE:g} looks alike): "
         + ", ".join(f"{k} {v:.3f}" for k, v in alike.items())
-        + f"; p4 AUROC on {vote.n_val} validation parts + {vote.n_syn} synthetic anomalies: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
-        + (
-            "; on the validation parts alone: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in known.items())
-            if known
-            else ""
-        )
+        + f"; p4 {measured}"
         + (
             "; 4 views cost about 4× the network's work per part"
             if four
