@@ -193,6 +193,25 @@ def page_text(driver, selector: str) -> str:
     )
 
 
+def click(driver, target) -> None:
+    """Click as a person would on a live page: centre the element, and if a part of the page
+    above it moved between aiming and clicking (frames and figures keep arriving), aim again.
+    Selenium refuses an intercepted click before delivering it, so a retry never clicks twice."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    el = css(driver, target) if isinstance(target, str) else target
+    deadline = time.monotonic() + 10.0
+    while True:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+        try:
+            el.click()
+            return
+        except ElementClickInterceptedException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def set_value(driver, selector: str, value: str) -> None:
     el = css(driver, selector)
     el.clear()
@@ -201,7 +220,7 @@ def set_value(driver, selector: str, value: str) -> None:
 
 def use_token(driver, token: str) -> None:
     set_value(driver, "#token", token)
-    css(driver, "#token-save").click()
+    click(driver, "#token-save")
 
 
 def open_page(driver, served: Served) -> None:
@@ -256,7 +275,7 @@ def _switches(recs: list[dict]) -> list[tuple[int, float, str]]:
 
 
 def _click_when_shown(browser, selector: str, text: str) -> str:
-    css(browser, selector).click()
+    click(browser, selector)
     return wait_for(
         f"'{text}' on the page", lambda: text in (m := page_text(browser, "#threshold-msg")) and m
     )
@@ -432,7 +451,7 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
     wait_for("the records to stop growing", lambda: _settled(served.out))
     ng = [r for r in frames_of(served.out) if r["verdict"] == "NG" and r.get("saved_crop")]
     assert len(ng) >= 3
-    css(browser, "#gallery-refresh").click()
+    click(browser, "#gallery-refresh")
     want = f"{min(200, len(ng))} shown of {len(ng)} NG parts"
     wait_for(want, lambda: page_text(browser, "#gallery-count") == want)
     frames = browser.execute_script(
@@ -448,12 +467,12 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
     since = math.ceil(middle)
     local = datetime.fromtimestamp(since).strftime("%Y-%m-%dT%H:%M:%S")
     browser.execute_script("document.querySelector('#since').value = arguments[0]", local)
-    css(browser, "#gallery-refresh").click()
+    click(browser, "#gallery-refresh")
     n = sum(r["ts"] >= since for r in ng)
     want = f"{min(200, n)} shown of {n} NG parts"
     wait_for(want, lambda: page_text(browser, "#gallery-count") == want)
     browser.execute_script("document.querySelector('#since').value = ''")
-    css(browser, "#gallery-refresh").click()
+    click(browser, "#gallery-refresh")
     wait_for(
         "the whole gallery again",
         lambda: f"of {len(ng)} NG" in page_text(browser, "#gallery-count"),
@@ -462,7 +481,7 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
     item = css(browser, "#gallery-grid .item")
     frame = int(item.get_attribute("data-frame"))
     rec = next(r for r in ng if r["frame"] == frame)
-    item.click()
+    click(browser, item)
     wait_for("the enlarged part", lambda: browser.execute_script(
         "const i = document.querySelector('#viewer-img'); return !document.querySelector('#viewer')"
         ".hidden && i.complete && i.naturalWidth > 0"))  # fmt: skip
@@ -474,25 +493,25 @@ def test_the_gallery_shows_the_ng_parts_and_a_relabel_lands_in_the_review_folder
     crop = Path(rec["saved_crop"]).read_bytes()
     good = served.review / "train" / "good" / f"{rec['part_id']}.png"
     Select(css(browser, "#relabel-label")).select_by_value("good")
-    css(browser, "#relabel-go").click()
+    click(browser, "#relabel-go")
     wait_for(
         "the relabel answer", lambda: "copied to train/good/" in page_text(browser, "#relabel-msg")
     )
     assert good.read_bytes() == crop
     Select(css(browser, "#relabel-label")).select_by_value("__new__")
     set_value(browser, "#relabel-new", "dent-2")
-    css(browser, "#relabel-go").click()
+    click(browser, "#relabel-go")
     wait_for("the second relabel", lambda: "train/dent-2/" in page_text(browser, "#relabel-msg"))
     assert (served.review / "train" / "dent-2" / good.name).read_bytes() == crop
     assert not good.exists()  # a part lives under one label
     before = sorted(p.relative_to(served.review) for p in served.review.rglob("*"))
     set_value(browser, "#relabel-new", "../evil")
-    css(browser, "#relabel-go").click()
+    click(browser, "#relabel-go")
     wait_for("the refusal", lambda: "400" in page_text(browser, "#relabel-msg"))
     assert sorted(p.relative_to(served.review) for p in served.review.rglob("*")) == before
     log = [json.loads(s) for s in (served.review / "relabels.jsonl").read_text().splitlines()]
     assert [(e["frame"], e["label"]) for e in log] == [(frame, "good"), (frame, "dent-2")]
-    css(browser, "#viewer-close").click()
+    click(browser, "#viewer-close")
 
 
 # ----------------------------------------------------------------------------- refusals
