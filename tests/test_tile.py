@@ -158,3 +158,17 @@ def test_naive_template_baseline_is_far_from_perfect():
     ]
     res = template_auroc(small[0], train_labels, small[1], test_labels, good_label=GOOD)
     assert res["all"] < 0.8, res
+
+
+def test_auto_sizes_the_tile_for_four_mirror_views(tile_line):
+    """The tile's textures look alike mirrored in their pixels, so `auto` budgets the input for
+    the four views that may ship, before the network exists (train.fit.load_for_views)."""
+    from edge_runtime.geometry import auto_budget
+    from train.fit import TrainConfig, load_for_views
+    from train.score_choice import MIRROR_ALIKE
+
+    cfg = TrainConfig(data=str(tile_line), out="unused")
+    spec, data, pixels = load_for_views(cfg, np.random.SeedSequence(0))
+    assert max(pixels.values()) <= MIRROR_ALIKE, pixels
+    assert spec.height * spec.width <= auto_budget(4) < auto_budget(1)
+    assert data.images.shape[1:3] == spec.size and "for 4 views" in data.fit_line

@@ -46,6 +46,20 @@ def run(line, tmp_path_factory) -> Path:
     return out
 
 
+def test_an_oriented_part_is_sized_for_one_view_and_loaded_once(line, monkeypatch):
+    """The terminal mirrored left/right is not a terminal (pixel check 1.0): one view. Its
+    26×36 fits either budget, so the data is not loaded a second time."""
+    import train.fit as fit
+
+    loads = []
+    real = fit.load_dataset
+    monkeypatch.setattr(fit, "load_dataset", lambda *a, **k: loads.append(1) or real(*a, **k))
+    spec, _, pixels = fit.load_for_views(
+        fit.TrainConfig(data=str(line), out="unused"), np.random.SeedSequence(0)
+    )
+    assert pixels["left/right"] == 1.0 and spec.size == (26, 36) and len(loads) == 1
+
+
 @pytest.mark.slow
 def test_tiny_train_writes_the_run_folder_contract(run, capsys):
     for name in (

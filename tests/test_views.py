@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.preprocess import InputSpec, to_tensor
-from train.score_choice import VoteSet, choose_views
+from train.score_choice import MIRROR_ALIKE, VoteSet, choose_views, pixels_alike_mirrored
 
 SPEC = InputSpec(height=24, width=32, layout="nhwc")
 
@@ -97,3 +97,29 @@ def test_asked_views_are_taken_as_asked():
     vote, ref = _vote(True, _top_left)
     assert choose_views(4, single, ref, vote, embed, with_views)[0] == 4
     assert choose_views(1, single, ref, vote, embed, with_views)[1]["why"] == "--views 1"
+
+
+def test_the_pixel_check_before_training_tells_an_oriented_part_from_a_surface():
+    """Mirrored, the oriented part's bar moves away from the template's: every one is told
+    apart; a noisy surface mirrored is as good as any other."""
+    rng = np.random.default_rng(3)
+    oriented = pixels_alike_mirrored(_parts(60, rng, lambda a: a, True), seed=0)
+    assert oriented["left/right"] == 1.0 and oriented["top/bottom"] == 1.0
+    surface = pixels_alike_mirrored(_parts(60, rng, lambda a: a, False), seed=0)
+    assert max(surface.values()) <= MIRROR_ALIKE
+
+
+def test_pixels_that_do_not_look_alike_keep_one_view_without_asking_the_embedding():
+    vote, ref = _vote(False, _everywhere)
+
+    def refuse(model, x):  # the embedding must not be asked: the pixels already said no
+        raise AssertionError("embedded")
+
+    views, why = choose_views(
+        "auto", single, ref, vote, refuse, with_views, {"left/right": 0.98, "top/bottom": 0.5}
+    )
+    assert views == 1 and "pixels" in why["why"] and why["mirrored_pixels_auroc"]["left/right"]
+    # pixels alike: the trained embedding still has its say, and both figures are kept
+    alike = {"left/right": 0.5, "top/bottom": 0.52, "both": 0.49}
+    views, why = choose_views("auto", single, ref, vote, embed, with_views, alike)
+    assert views == 4 and why["mirrored_pixels_auroc"] == alike and "pixels" in why["why"]

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     _log("twinspect with the last round's fixed 26×36 stretched input")
     fixed = [run_twinspect(data, work, 0,
                            [*extra, "--input-size", "26x36", "--fit", "stretch",
-                            "--synthetic", "0"], "fixed26x36")]  # fmt: skip
+                            "--synthetic", "0", "--views", "1"], "fixed26x36")]  # fmt: skip
     res = {
         "command": "python -m train.evidence_surface" + (" " + " ".join(argv) if argv else ""),
         "host": "2-core box",

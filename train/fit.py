@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime.calibration import DEFAULT_POLICY, Policy, calibrate, choose_threshold
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
-from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
+from edge_runtime.geometry import auto_budget, auto_input_size, describe_fit, parse_input_size
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
 from edge_runtime.scoring import (
     KNN_K,
@@ -34,11 +34,13 @@ from edge_runtime.scoring import (
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 from train.score_choice import (
     AUTO,
+    MIRROR_ALIKE,
     RESIDUAL_MODES,
     VoteSet,
     choose_fusion,
     choose_metric,
     choose_views,
+    pixels_alike_mirrored,
 )
 
 GOOD = "0"
@@ -235,17 +237,42 @@ def check_images(images: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
     return arr
 
 
-def resolve_spec(cfg: TrainConfig) -> tuple[InputSpec, str]:
-    """The model's input: --input-size, or chosen from the training images; and by what."""
+def resolve_spec(cfg: TrainConfig, views: int = 1) -> tuple[InputSpec, str]:
+    """The model's input: --input-size, or chosen from the training images for a branch that
+    embeds `views` views of each part (geometry.auto_budget); and by what."""
     from edge_runtime.datasets import image_sizes
     from train.model import input_spec  # imports Keras: MissingExtra without the train extra
 
     size = parse_input_size(cfg.input_size)
     chosen = "--input-size"
     if size is None:
-        size = auto_input_size(image_sizes(cfg.data))
-        chosen = "auto, from the training images"
+        size = auto_input_size(image_sizes(cfg.data), max_area=auto_budget(views))
+        chosen = "auto, from the training images" + (f", for {views} views" if views > 1 else "")
     return input_spec(cfg.arch, size, cfg.channels, cfg.fit), chosen
+
+
+def load_for_views(
+    cfg: TrainConfig, split_seed: np.random.SeedSequence
+) -> tuple[InputSpec, Dataset, dict | None]:
+    """The input spec, the dataset loaded at it, and the pixel mirror check (or None).
+
+    Four mirror views cost four times the network's work per part, so `auto`'s input size must
+    know whether they may ship before the network exists: the data is loaded at the size for
+    four views, and if the part's pixels do not look alike in every mirror
+    (score_choice.pixels_alike_mirrored) it is loaded again at the size for one, with the same
+    split. The default line's 26×36 is the same size either way and is loaded once."""
+    may_mirror = cfg.arch == "cnn" and cfg.views in (AUTO, 4)
+    spec, chosen_by = resolve_spec(cfg, 4 if may_mirror else 1)
+    data = load_dataset(cfg, spec, np.random.default_rng(split_seed), chosen_by)
+    if not (may_mirror and cfg.views == AUTO):
+        return spec, data, None
+    goods = data.images[data.train_idx[~data.is_defect[data.train_idx]]]
+    pixels = pixels_alike_mirrored(goods, cfg.seed)
+    if max(pixels.values()) > MIRROR_ALIKE:
+        spec1, chosen1 = resolve_spec(cfg, 1)
+        if spec1 != spec:
+            spec, data = spec1, load_dataset(cfg, spec1, np.random.default_rng(split_seed), chosen1)
+    return spec, data, pixels
 
 
 def load_dataset(
@@ -515,9 +542,8 @@ def summary_figures(rep: dict) -> dict:
 def train(cfg: TrainConfig) -> Result:
     """The whole run, in memory. Raises BadInput before training on anything it can check."""
     policy = cfg.check()
-    spec, chosen_by = resolve_spec(cfg)
     seeds = np.random.SeedSequence(cfg.seed).spawn(4)  # split, pairs, val pairs, reference
-    data = load_dataset(cfg, spec, np.random.default_rng(seeds[0]), chosen_by)
+    spec, data, pixels = load_for_views(cfg, seeds[0])
     good_only = not data.is_defect.any()
     policy = resolve_policy(cfg, policy, good_only)
     if not cfg.quiet and data.fit_line:
@@ -553,7 +579,9 @@ def train(cfg: TrainConfig) -> Result:
         lambda t: embed(embedding, t),
     )
     views = cfg.views if cfg.arch == "cnn" else 1
-    views, views_choice = choose_views(views, embedding, x[ref_idx], vote, embed, with_views)
+    views, views_choice = choose_views(
+        views, embedding, x[ref_idx], vote, embed, with_views, pixels
+    )
     if cfg.views == AUTO and cfg.arch != "cnn":
         views_choice["why"] = "the mlp's flat input has no picture to mirror"
     if not cfg.quiet:

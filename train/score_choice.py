@@ -192,6 +192,35 @@ MIRRORS = {
 }
 
 
+def mirrored_alike(goods: np.ndarray, distance: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """For each mirror: the AUROC telling the good parts' distances from their mirror images'
+    (0.5: a mirrored good part is as good as any; 1.0: every one is told apart)."""
+    d_goods = distance(goods)
+    y = np.r_[np.zeros(len(d_goods), bool), np.ones(len(d_goods), bool)]
+    return {
+        name: auroc(np.r_[d_goods, distance(np.ascontiguousarray(mirror(goods)))], y)
+        for name, mirror in MIRRORS.items()
+    }
+
+
+def pixels_alike_mirrored(goods: np.ndarray, seed: int) -> dict[str, float]:
+    """Before training: does the part look alike in every mirror, in its pixels? Half the good
+    training images make a template (their mean); the other half's RMS distances to it are
+    told from their mirror images' (mirrored_alike). The answer decides whether the input size
+    is budgeted for four views (edge_runtime.geometry.auto_budget), which must be known before
+    the network exists. The default line's terminals: left/right 1.000 (the ring is on one
+    side); the tile's textures: 0.50 for every mirror."""
+    x = np.asarray(goods, dtype=np.float32)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    half = len(x) // 2
+    template = x[idx[:half]].mean(axis=0)
+
+    def rms(t: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.square(t - template).reshape(len(t), -1).mean(axis=1))
+
+    return mirrored_alike(x[idx[half:]], rms)
+
+
 def choose_views(
     mode,
     single,
@@ -199,18 +228,21 @@ def choose_views(
     vote: VoteSet,
     embed: Callable[[object, np.ndarray], np.ndarray],
     with_views: Callable[[object, int], object],
+    pixels: dict[str, float] | None = None,
 ) -> tuple[int, dict]:
     """How many views of a part the shipped branch embeds: 1 (the part) or 4 (the part and its
     three mirror images side by side, train.model.with_views), and why — the dict goes to
-    metrics.json → `views`. `vote` holds the single view's embeddings.
+    metrics.json → `views`. `vote` holds the single view's embeddings; `pixels` is
+    pixels_alike_mirrored's answer before training, when there was one.
 
-    `auto` ships 4 views when the part looks alike in every mirror — the validation goods,
-    mirrored, are as close to the reference as they are unmirrored (AUROC of the two sets of
-    distances ≤ MIRROR_ALIKE for each mirror) — and the real validation defects (or, on a
-    good-only line, the whole vote set with its synthetic anomalies) do not separate worse with
-    them by more than KNOWN_TOLERANCE. A mirrored terminal is not a terminal (the default line's
-    goods mirrored left/right: AUROC 1.000; its test AUROC would fall 0.9997 → 0.89), a surface
-    is (tile: 0.46–0.54), and there the views average away what one view of a texture gets wrong.
+    `auto` ships 4 views when the part looks alike in every mirror — in its pixels before
+    training (`pixels`), and in the trained embedding: the validation goods, mirrored, are as
+    close to the reference as they are unmirrored (AUROC of the two sets of distances
+    ≤ MIRROR_ALIKE for each mirror) — and the real validation defects (or, on a good-only line,
+    the whole vote set with its synthetic anomalies) do not separate worse with them by more
+    than KNOWN_TOLERANCE. A mirrored terminal is not a terminal (the default line's goods
+    mirrored left/right: AUROC 1.000; its test AUROC would fall 0.9997 → 0.89), a surface is
+    (tile: 0.46–0.54), and there the views average away what one view of a texture gets wrong.
 
     Why not ask the validation parts for a gain: 200 of them could not show it. Tile seed 1
     separated its validation parts at 0.9957 with one view and 0.9963 with four, and the earlier
@@ -220,15 +252,18 @@ def choose_views(
     Four views cost about 4× the network's work per part."""
     if mode in (1, 4):
         return int(mode), {"chosen": int(mode), "why": f"--views {mode}", "candidates": {}}
+    told = "mirrored {} told from unmirrored (AUROC of distances, ≤ {:g} looks alike): {}"
+    px = (
+        told.format("training goods' pixels", MIRROR_ALIKE, _figures(pixels))
+        if pixels is not None
+        else ""
+    )
+    if pixels is not None and max(pixels.values()) > MIRROR_ALIKE:
+        why = f"{px}; 1 view: the part does not look alike in every mirror"
+        return 1, {"chosen": 1, "why": why, "mirrored_pixels_auroc": pixels, "candidates": {}}
     p4 = Metric("minkowski", p=4.0)
     ref1 = embed(single, x_ref).mean(axis=0)
-    goods = vote.x[vote.good_real]
-    d_goods = distances(vote.emb[vote.good_real], ref1, p4)
-    alike = {}
-    for name, mirror in MIRRORS.items():
-        d_mirrored = distances(embed(single, np.ascontiguousarray(mirror(goods))), ref1, p4)
-        y = np.r_[np.zeros(len(d_goods), bool), np.ones(len(d_mirrored), bool)]
-        alike[name] = auroc(np.r_[d_goods, d_mirrored], y)
+    alike = mirrored_alike(vote.x[vote.good_real], lambda t: distances(embed(single, t), ref1, p4))
     multi = with_views(single, 4)
     d1 = distances(vote.emb, ref1, p4)
     d4 = distances(embed(multi, vote.x), embed(multi, x_ref).mean(axis=0), p4)
@@ -239,9 +274,8 @@ def choose_views(
     keeps = judged["4 views"] >= judged["1 view"] - KNOWN_TOLERANCE
     four = looks_alike and keeps
     why = (
-        "mirrored validation goods told from unmirrored (AUROC of distances, "
-        f"≤ {MIRROR_ALIKE:g} looks alike): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in alike.items())
+        (px + "; " if px else "")
+        + told.format("validation goods", MIRROR_ALIKE, _figures(alike))
         + f"; p4 {measured}"
         + (
             "; 4 views cost about 4× the network's work per part"
@@ -251,10 +285,17 @@ def choose_views(
             else "; 1 view: 4 separate the validation parts worse"
         )
     )
-    return (4 if four else 1), {
+    out = {
         "chosen": 4 if four else 1,
         "why": why,
         "mirrored_goods_auroc": alike,
         "candidates": figures,
         "known": known,
     }
+    if pixels is not None:
+        out["mirrored_pixels_auroc"] = pixels
+    return out["chosen"], out
+
+
+def _figures(alike: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in alike.items())
