@@ -3,7 +3,8 @@
 A single `twinspect run` has one; a station (`--config`) has several, sharing one model session
 per model directory and one inference loop. Everything that happens to one camera's frames is
 here, once, so both loops record a part the same way: judge → part id and deadline → NG review
-images → one record written whole → summary, metrics, sinks.
+images → one record written whole → summary, metrics, sinks. A rejected part's heatmap is drawn
+behind the loop (edge_runtime.review.HeatWorker) and written as a `heat` record when it is done.
 
 Opening is two steps so a station can refuse a bad camera before touching anybody's results:
 `open_camera` resolves the source, the ROI and the inspector, takes the results file's lock and
@@ -14,6 +15,7 @@ checks a resume (nothing written yet); `Camera.open_output` then truncates or ap
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -21,13 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
-import numpy as np
 
 from edge_runtime.errors import BadInput
-from edge_runtime.inspector import Inspector, Judgement
-from edge_runtime.overlay import draw, to_bgr
+from edge_runtime.inspector import Inspector
+from edge_runtime.overlay import draw
 from edge_runtime.parts import PartPolicy, stamp
-from edge_runtime.preprocess import Roi, crop
+from edge_runtime.preprocess import Roi
 from edge_runtime.records import (
     FsyncPolicy,
     RecordWriter,
@@ -39,6 +40,7 @@ from edge_runtime.records import (
     recorded_frames,
     write_state,
 )
+from edge_runtime.review import HeatWorker, heat_base, ng_stem, save_ng
 from edge_runtime.sinks_hook import sink_label
 from edge_runtime.sources import Frame, ImageFiles, Outage, Reconnect, Source, open_source
 from edge_runtime.summary import Summary
@@ -49,60 +51,6 @@ if TYPE_CHECKING:
 
 WINDOW = "twinspect"
 WHOLE_FRAME_FACTOR = 4  # frames this many times the model input (either side) need a ROI
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path.name}")
-    with open(path, "wb") as f:
-        f.write(buf.tobytes())
-
-
-def save_ng(
-    folder: Path,
-    frame: Frame,
-    roi: Roi | None,
-    j: Judgement,
-    threshold: float,
-    prefix: str = "",
-    inspector: Inspector | None = None,
-) -> dict:
-    """Write the NG crop, the annotated full frame and, given the inspector, the heatmap overlay
-    of where the part differs (edge_runtime.heatmap); a failure is returned, never raised.
-    `prefix` (a station's camera name) keeps cameras sharing one review folder apart."""
-    stem = f"{prefix}{frame.index:06d}_{Path(frame.name).stem}"[:120]
-    crop_path, full_path = folder / f"{stem}_crop.png", folder / f"{stem}_frame.png"
-    heat_path = folder / f"{stem}_heat.png"
-    extra: dict = {}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_png(crop_path, to_bgr(crop(frame.image, roi)))
-        _write_png(full_path, draw(frame.image, roi, j.verdict, j.score, threshold))
-        if inspector is not None:
-            extra = _save_heat(heat_path, frame.image, inspector)
-    except (OSError, cv2.error) as e:
-        for p in (crop_path, full_path, heat_path):  # no half-written review images
-            with suppress(OSError):
-                p.unlink(missing_ok=True)
-        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip()
-        return {"save_error": f"{folder}: {msg.splitlines()[-1] if msg else type(e).__name__}"}
-    return {"saved_crop": str(crop_path), "saved_frame": str(full_path), **extra}
-
-
-def _save_heat(path: Path, image: np.ndarray, inspector: Inspector) -> dict:
-    """The heatmap overlay PNG and the record's summary of it (peak in ROI pixels, area)."""
-    from edge_runtime.heatmap import heat_of, overlay
-
-    model, spec = inspector.model, inspector.spec
-    try:
-        patch = inspector.patch(image)  # the same ROI crop and fit the verdict came from
-    except BadInput as e:  # a part that cannot be judged has no heatmap; its images still count
-        return {"heat_error": str(e)}
-    judged = crop(image, inspector.roi)
-    heat = heat_of(patch, judged.shape, spec, model.score_batch, model.residual)
-    _write_png(path, overlay(judged, heat, spec))
-    return {"saved_heat": str(path), **heat.summary()}
 
 
 def identity(cfg: RunConfig, model: EmbeddingModel, inspector: Inspector) -> RunIdentity:
@@ -224,6 +172,9 @@ class Camera:
         self.threshold_holder = None
         self.watchers: list = []
         self._check_whole_frame = inspector.roi is None
+        # rejected parts' heatmaps, drawn off the loop; started with the output
+        self.heat: HeatWorker | None = None
+        self._write_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening
     def open_output(self) -> None:
@@ -234,6 +185,8 @@ class Camera:
         )
         if cfg.out is not None:
             write_state(cfg.out, self.ident, cfg.resume, self.forced)
+        if cfg.save_ng is not None:
+            self.heat = HeatWorker(self.inspector, self._write)
 
     # ------------------------------------------------------------------ frames
     def judge(self, frames: list[Frame], stop=None) -> None:
@@ -259,11 +212,16 @@ class Camera:
                 j.reason = f.error
             saved = None
             if j.verdict in ("NG", "NOVEL") and cfg.save_ng is not None:
-                saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix, insp)
+                saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix)
                 self.summary.save_failures += "save_error" in saved
             rec = frame_record(f, j, insp.threshold, insp.threshold_from, saved)
             late = stamp(rec, self.part, f.index, f.name, decided_ts, decided_mono)
-            self.writer.write(rec)
+            if saved and "save_error" not in saved and self.heat is not None:
+                heat_png = cfg.save_ng / f"{ng_stem(f, prefix)}_heat.png"
+                why_not = self.heat.submit(heat_png, f, heat_base(f, rec))
+                if why_not:
+                    rec["heat_error"] = why_not
+            self._write(rec)
             self.summary.add(j, rec["verdict"], late)
             self.status.frames += 1
             self.status.last_frame_mono = decided_mono
@@ -280,10 +238,15 @@ class Camera:
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27) and stop is not None:
                     stop.reason = "window closed (q/Esc)"
 
+    def _write(self, rec: dict) -> None:
+        """Write one record whole: the loop's and the heat worker's writes take turns."""
+        with self._write_lock:
+            self.writer.write(rec)
+
     def outage(self, ev: Outage) -> None:
         rec = outage_record(self.source.name, ev)
         rec["camera"] = self.name
-        self.writer.write(rec)
+        self._write(rec)
         self.summary.outages += 1
         self.summary.frames_missed += ev.frames_missed
         if self.metrics is not None:
@@ -314,6 +277,9 @@ class Camera:
         close may fail to fsync the last records (ResultsWriteError): the lock is dropped anyway."""
         try:
             self.source.close()
+            if self.heat is not None:
+                self.heat, heat = None, self.heat
+                heat.close()  # heatmaps still queued are drawn and recorded first
             for sink in self.sinks:
                 with suppress(Exception):  # a sink's close must not cost the results their fsync
                     sink.close(sink_timeout_s)

@@ -127,20 +127,52 @@ def test_save_ng_and_save_failure_keeps_inspecting(untrained_model_dir, frames, 
     base = ["--model", untrained_model_dir, "--source", frames, "--roi", ROI, "--threshold", -1]
     ng, out = tmp_path / "ng", tmp_path / "r.jsonl"
     assert run(*base, "--save-ng", ng, "--max-frames", 3, "--out", out) == 0
-    recs = lines(out)
+    every = lines(out)
+    recs = [r for r in every if r["event"] == "frame"]
     assert [r["verdict"] for r in recs] == ["NG"] * 3
     crop = cv2.imread(recs[0]["saved_crop"], cv2.IMREAD_UNCHANGED)
     full = cv2.imread(recs[0]["saved_frame"], cv2.IMREAD_UNCHANGED)
     assert crop.shape[:2] == (78, 108) and full.shape == (240, 320, 3)
-    heat = cv2.imread(recs[0]["saved_heat"], cv2.IMREAD_UNCHANGED)  # where the part differs
-    assert "heat" in Path(recs[0]["saved_heat"]).name and heat.shape == (78, 108, 3)
-    assert 0 <= recs[0]["heat_peak_x"] < 108 and 0 <= recs[0]["heat_peak_y"] < 78
-    assert 0 < recs[0]["heat_area"] <= 1
+    # each part's heatmap is drawn behind the loop: its own record, after the part's
+    heats = [r for r in every if r["event"] == "heat"]
+    assert [h["frame"] for h in heats] == [r["frame"] for r in recs]
+    for h in heats:
+        assert every.index(h) > every.index(next(r for r in recs if r["frame"] == h["frame"]))
+        assert h["part_id"] == h["frame"] and "saved_heat" not in recs[0]
+    heat = cv2.imread(heats[0]["saved_heat"], cv2.IMREAD_UNCHANGED)  # where the part differs
+    assert "heat" in Path(heats[0]["saved_heat"]).name and heat.shape == (78, 108, 3)
+    assert 0 <= heats[0]["heat_peak_x"] < 108 and 0 <= heats[0]["heat_peak_y"] < 78
+    assert 0 < heats[0]["heat_area"] <= 1
     blocker = tmp_path / "a-file"  # a folder that cannot be made, even as root
     blocker.write_text("x")
     assert run(*base, "--save-ng", blocker / "ng", "--out", out, "--overwrite") == 0
     recs = lines(out)
     assert len(recs) == 12 and all("save_error" in r and r["verdict"] == "NG" for r in recs)
+    assert all(r["event"] == "frame" for r in recs)  # no review images, no heatmap either
+
+
+def test_heatmaps_wait_behind_the_line_and_a_full_queue_is_said(untrained_model_dir, tmp_path):
+    """Parts rejected faster than their heatmaps are drawn are not held up: past the queue's
+    size a part goes without one and says so; every queued one is drawn by close()."""
+    from edge_runtime.inspector import Inspector
+    from edge_runtime.model import load_model_dir
+    from edge_runtime.review import HeatWorker
+    from edge_runtime.sources import Frame
+
+    model = load_model_dir(untrained_model_dir)
+    image = np.random.default_rng(0).integers(0, 255, (26, 36), dtype=np.uint8)
+    drawn: list[dict] = []
+    worker = HeatWorker(Inspector(model, None, None, 1, 0.0), drawn.append, pending=2)
+    refused = {}
+    for i in range(40):  # submitting takes microseconds, a heatmap milliseconds
+        frame = Frame(index=i, name=f"{i}.png", image=image, ts=0.0, t_mono=0.0)
+        why = worker.submit(tmp_path / f"{i}_heat.png", frame, {"event": "heat", "frame": i})
+        if why:
+            refused[i] = why
+    worker.close()
+    assert refused and all("2 heatmaps already waiting" in w for w in refused.values())
+    assert sorted(r["frame"] for r in drawn) == sorted(set(range(40)) - set(refused))
+    assert all((tmp_path / f"{r['frame']}_heat.png").is_file() for r in drawn)
 
 
 def test_resume_skips_recorded_frames_and_cuts_a_torn_line(untrained_model_dir, frames, tmp_path):

@@ -124,6 +124,11 @@ class CameraRecords:
         if rec.get("event") == "outage":
             self.outages += 1
             return
+        if rec.get("event") == "heat":  # drawn behind the line, after the part's own record
+            item = self.by_id.get(rec.get("frame"))
+            if item is not None:
+                item["heat"] = self.inside(rec.get("saved_heat"))
+            return
         if rec.get("event") != "frame" or not isinstance(rec.get("ts"), int | float):
             return
         verdict, when = rec.get("verdict"), local(rec["ts"])
@@ -162,7 +167,7 @@ class CameraRecords:
             "nearest": None if nearest is None else str(nearest),
             "crop": crop,
             "full": full,
-            "heat": self.inside(rec.get("saved_heat")),  # where the part differs, if saved
+            "heat": None,  # where the part differs: set by the part's heat record
         }
         if len(self.items) == self.items.maxlen:
             self.by_id.pop(self.items[0]["frame"], None)
