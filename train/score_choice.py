@@ -48,6 +48,7 @@ from edge_runtime.scoring import Fusion, Metric, distances, fit_inv_cov, spread
 
 AUTO = "auto"
 KNOWN_TOLERANCE = 0.001  # validation AUROC on real defects a challenger score may give up
+RESAMPLES = 400  # bootstrap resamples of the validation parts (worse_beyond_noise)
 
 
 def _label(metric: Metric) -> str:
@@ -77,6 +78,7 @@ class VoteSet:
         self.real = np.arange(len(self.y)) < len(x_val)
         self.good_real = self.real & ~self.y
         self.n_val, self.n_syn = len(x_val), len(syn)
+        self.seed = seed
         self.emb = embed(self.x)
 
     def measure(self, scores: dict[str, np.ndarray]) -> tuple[dict, dict, str]:
@@ -192,6 +194,29 @@ MIRRORS = {
 }
 
 
+def worse_beyond_noise(
+    base: np.ndarray, other: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[bool, float, float]:
+    """Whether `other` separates the parts `y` marks worse than `base` by more than which parts
+    happened to be drawn explains: (worse, AUROC difference, its 2.5th–97.5th percentile
+    half-width over RESAMPLES paired bootstrap resamples, goods and defects drawn apart).
+    Worse when even the 97.5th percentile of the difference is below zero.
+
+    Why: a few hundred validation parts cannot resolve 0.001 of AUROC. With 60 defects and 140
+    goods one defect passing 20 goods moves it 0.0024; tile seed 1 had 0.9969 with one view and
+    0.9942 with four on validation, kept one view by a 0.001 tolerance, and scored 0.978 on
+    test where four views gave 0.989–0.995 on every seed measured."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    diff = auroc(other, y) - auroc(base, y)
+    d = np.empty(RESAMPLES)
+    for k in range(RESAMPLES):
+        i = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+        d[k] = auroc(other[i], y[i]) - auroc(base[i], y[i])
+    lo, hi = np.percentile(d, [2.5, 97.5])
+    return bool(hi < 0.0), float(diff), float((hi - lo) / 2)
+
+
 def mirrored_alike(goods: np.ndarray, distance: Callable[[np.ndarray], np.ndarray]) -> dict:
     """For each mirror: the AUROC telling the good parts' distances from their mirror images'
     (0.5: a mirrored good part is as good as any; 1.0: every one is told apart)."""
@@ -239,10 +264,11 @@ def choose_views(
     training (`pixels`), and in the trained embedding: the validation goods, mirrored, are as
     close to the reference as they are unmirrored (AUROC of the two sets of distances
     ≤ MIRROR_ALIKE for each mirror) — and the real validation defects (or, on a good-only line,
-    the whole vote set with its synthetic anomalies) do not separate worse with them by more
-    than KNOWN_TOLERANCE. A mirrored terminal is not a terminal (the default line's goods
-    mirrored left/right: AUROC 1.000; its test AUROC would fall 0.9997 → 0.89), a surface is
-    (tile: 0.46–0.54), and there the views average away what one view of a texture gets wrong.
+    the whole vote set with its synthetic anomalies) do not separate worse with them beyond
+    what resampling the validation parts explains (worse_beyond_noise). A mirrored terminal is
+    not a terminal (the default line's goods mirrored left/right: AUROC 1.000; its test AUROC
+    would fall 0.9997 → 0.89), a surface is (tile: 0.46–0.54), and there the views average away
+    what one view of a texture gets wrong.
 
     Why not ask the validation parts for a gain: 200 of them could not show it. Tile seed 1
     separated its validation parts at 0.9957 with one view and 0.9963 with four, and the earlier
@@ -269,20 +295,20 @@ def choose_views(
     d4 = distances(embed(multi, vote.x), embed(multi, x_ref).mean(axis=0), p4)
     scores = {"1 view": d1, "4 views": d4}
     figures, known, measured = vote.measure(scores)
-    judged = known or figures
+    on = vote.real if known else np.ones(len(vote.y), bool)  # a good-only line: the whole set
+    worse, diff, noise = worse_beyond_noise(d1[on], d4[on], vote.y[on], vote.seed)
     looks_alike = max(alike.values()) <= MIRROR_ALIKE
-    keeps = judged["4 views"] >= judged["1 view"] - KNOWN_TOLERANCE
-    four = looks_alike and keeps
+    four = looks_alike and not worse
     why = (
         (px + "; " if px else "")
         + told.format("validation goods", MIRROR_ALIKE, _figures(alike))
-        + f"; p4 {measured}"
+        + f"; p4 {measured}; 4 views − 1 view {diff:+.4f} ± {noise:.4f} (resampled)"
         + (
             "; 4 views cost about 4× the network's work per part"
             if four
             else "; 1 view: the part does not look alike in every mirror"
             if not looks_alike
-            else "; 1 view: 4 separate the validation parts worse"
+            else "; 1 view: 4 separate the validation parts worse, beyond resampling noise"
         )
     )
     out = {
