@@ -3,8 +3,8 @@ auto`), and saying in one line how a dataset of mixed shapes is fitted to it.
 
 A line's own camera fixes its part's size and aspect, so the typical training image is the best
 guide: its aspect is kept, and its size too while it fits the edge budget. Larger parts are
-shrunk until the input area fits `auto_budget` — at most `MAX_AUTO_AREA` pixels for one view,
-less when the branch embeds four mirror views of each part — which keeps a part under a
+shrunk until the input area fits `auto_budget` — at most `MAX_AUTO_AREA` pixels for one or two
+views, less when the branch embeds four mirror views of each part — which keeps a part under a
 millisecond on one core of a mini PC (see `twinspect bench`); a part smaller than the network's
 minimum is enlarged. `--input-size HxW` overrides all of it.
 """
@@ -20,10 +20,11 @@ from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import InputSpec
 
 MAX_AUTO_AREA = 128 * 128  # input pixels auto will choose at most, for one view
-# pixels the network embeds per part, over all its mirror views (train --views): 4 views of
-# 104×104. The network's work grows with them: the tile's 4 views at 120×136 (65 K pixels)
-# measured 1.06 ms end to end p50 on one thread, at 96×112 (43 K) 0.72 ms.
-MAX_AUTO_PIXELS = 4 * 104 * 104
+# pixels the network embeds per part, over all its mirror views (train --views): two views of
+# 128×128. The network's work grows with them: the tile's branch at 120×136 embeds in 249 µs
+# p50 for one view, 500 µs for two and 969 µs for four (one thread, onnxruntime, quiet box);
+# four views at 96×112 cost the tile 0.005–0.01 of test AUROC and 1–2 points of accuracy.
+MAX_AUTO_PIXELS = 2 * 128 * 128
 MIN_SIDE = 16  # smallest side auto will choose; the CNN needs at least this much
 ROUND_TO = 8  # shrunk sizes are rounded to multiples of this (strides of 2 divide them)
 _SIZE = re.compile(r"^\s*(\d+)\s*[x×X]\s*(\d+)\s*$")

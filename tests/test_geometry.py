@@ -108,14 +108,15 @@ def test_auto_shrinks_mixed_photos_into_the_budget_keeping_the_typical_aspect():
 
 
 def test_four_mirror_views_get_a_quarter_of_the_pixels_and_the_same_aspect():
-    """The network embeds every view, so four views share the part's pixel budget; a part that
-    already fits (the default line's 26×36) keeps its size either way."""
-    assert auto_budget(1) == 128 * 128 and 4 * auto_budget(4) == MAX_AUTO_PIXELS
+    """The network embeds every view, so four views share the part's pixel budget (two fit in
+    it at one view's size); a part that already fits (the default line's 26×36) keeps its size
+    either way."""
+    assert auto_budget(1) == auto_budget(2) == 128 * 128 and 4 * auto_budget(4) == MAX_AUTO_PIXELS
     sizes = [(420, 480), (300, 350), (610, 700), (200, 228)] * 5  # tile-like photos, h/w ≈ 0.87
     h1, w1 = auto_input_size(sizes, max_area=auto_budget(1))
     h4, w4 = auto_input_size(sizes, max_area=auto_budget(4))
     assert 4 * h4 * w4 <= MAX_AUTO_PIXELS and h4 * w4 < h1 * w1
-    assert abs(h4 / w4 - h1 / w1) < 0.1 and h4 % 8 == 0 and w4 % 8 == 0
+    assert abs(h4 / w4 - h1 / w1) < 0.15 and h4 % 8 == 0 and w4 % 8 == 0  # sides rounded to 8
     assert auto_input_size([(26, 36)] * 9, max_area=auto_budget(4)) == (26, 36)
 
 

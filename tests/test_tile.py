@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -160,9 +161,10 @@ def test_naive_template_baseline_is_far_from_perfect():
     assert res["all"] < 0.8, res
 
 
-def test_auto_sizes_the_tile_for_four_mirror_views(tile_line):
+def test_auto_sizes_the_tile_for_the_views_that_may_ship(tile_line):
     """The tile's textures look alike mirrored in their pixels, so `auto` budgets the input for
-    the four views that may ship, before the network exists (train.fit.load_for_views)."""
+    the two views that may ship (one view's size), before the network exists; asked for four,
+    a quarter of the pixels each (train.fit.load_for_views)."""
     from edge_runtime.geometry import auto_budget
     from train.fit import TrainConfig, load_for_views
     from train.score_choice import MIRROR_ALIKE
@@ -170,5 +172,8 @@ def test_auto_sizes_the_tile_for_four_mirror_views(tile_line):
     cfg = TrainConfig(data=str(tile_line), out="unused")
     spec, data, pixels = load_for_views(cfg, np.random.SeedSequence(0))
     assert max(pixels.values()) <= MIRROR_ALIKE, pixels
-    assert spec.height * spec.width <= auto_budget(4) < auto_budget(1)
-    assert data.images.shape[1:3] == spec.size and "for 4 views" in data.fit_line
+    assert spec.height * spec.width <= auto_budget(2) == auto_budget(1)
+    assert data.images.shape[1:3] == spec.size and "for 2 views" in data.fit_line
+    four, data4, none = load_for_views(replace(cfg, views=4), np.random.SeedSequence(0))
+    assert none is None and four.height * four.width <= auto_budget(4) < spec.height * spec.width
+    assert "for 4 views" in data4.fit_line

@@ -88,9 +88,11 @@ def test_twin_saves_and_loads_with_safe_mode(tmp_path):
     assert np.allclose(again.predict([a, b], verbose=0), expected, atol=1e-6)
 
 
-def test_mirror_views_embed_the_four_mirrors_side_by_side_through_save_and_onnx(tmp_path):
-    """--views 4: the shipped branch holds the part's four mirror embeddings side by side, in
-    Keras, after a safe_mode save/load, and in onnxruntime (the line's path)."""
+@pytest.mark.parametrize("n", [2, 4])
+def test_mirror_views_embed_the_mirrors_side_by_side_through_save_and_onnx(tmp_path, n):
+    """--views 2 / 4: the shipped branch holds the part's mirror embeddings side by side (the
+    part and the part turned half a turn; or all four mirrors), in Keras, after a safe_mode
+    save/load, and in onnxruntime (the line's path)."""
     import onnxruntime as ort
 
     from edge_runtime.preprocess import InputSpec
@@ -98,9 +100,9 @@ def test_mirror_views_embed_the_four_mirrors_side_by_side_through_save_and_onnx(
 
     spec = InputSpec(height=64, width=72, layout="nhwc")
     single = build_embedding("cnn", spec, seed=3)
-    views = with_views(single, 4)
+    views = with_views(single, n)
     x = np.random.default_rng(0).random((3, 64, 72, 1)).astype(np.float32)
-    mirrors = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
+    mirrors = {2: [x, x[:, ::-1, ::-1]], 4: [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]}[n]
     expected = np.hstack([single.predict(np.ascontiguousarray(m), verbose=0) for m in mirrors])
     assert np.allclose(views.predict(x, verbose=0), expected, atol=1e-5)
     first, mirrored = expected[:, :EMBEDDING_DIM], expected[:, EMBEDDING_DIM : 2 * EMBEDDING_DIM]
@@ -110,8 +112,8 @@ def test_mirror_views_embed_the_four_mirrors_side_by_side_through_save_and_onnx(
     assert np.allclose(load_model(tmp_path / "v.keras").predict(x, verbose=0), expected, atol=1e-5)
     sess = ort.InferenceSession(to_onnx_bytes(views, spec), providers=["CPUExecutionProvider"])
     (onnx_out,) = sess.run(None, {"image": x})
-    assert onnx_out.shape == (3, 4 * EMBEDDING_DIM)
+    assert onnx_out.shape == (3, n * EMBEDDING_DIM)
     assert np.allclose(onnx_out, expected, atol=1e-5)
     assert with_views(single, 1) is single
-    with pytest.raises(ValueError, match="views must be 1 or 4"):
-        with_views(single, 2)
+    with pytest.raises(ValueError, match="views must be 1, 2 or 4"):
+        with_views(single, 3)

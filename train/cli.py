@@ -122,10 +122,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--views",
         default="auto",
-        choices=("auto", "1", "4"),
-        help="4: the shipped embedding holds the part and its three mirror images side by side "
-        "(about 4× the network's work per part); 1: the part alone; auto (default): 4 when the "
-        "validation parts separate better with them (surfaces), else 1 (oriented parts)",
+        choices=("auto", "1", "2", "4"),
+        help="2: the shipped embedding holds the part and the part turned half a turn side by "
+        "side (about 2× the network's work per part); 4: the part and its three mirror images; "
+        "1: the part alone; auto (default): 2 when the part looks alike turned (surfaces, "
+        "textures), else 1 (oriented parts)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 

@@ -34,12 +34,13 @@ from edge_runtime.scoring import (
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 from train.score_choice import (
     AUTO,
-    MIRROR_ALIKE,
+    AUTO_VIEWS,
     RESIDUAL_MODES,
     VoteSet,
     choose_fusion,
     choose_metric,
     choose_views,
+    looks_alike,
     pixels_alike_mirrored,
 )
 
@@ -125,10 +126,12 @@ class TrainConfig:
             raise BadInput(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.augment is None:
             self.augment = self.arch == "cnn"
-        if self.views != AUTO and self.views not in (1, 4):
-            raise BadInput(f"--views must be auto, 1 or 4, got {self.views}")
-        if self.views == 4 and self.arch != "cnn":
-            raise BadInput("--views 4 needs --arch cnn (the mlp's flat input has no picture)")
+        if self.views != AUTO and self.views not in (1, 2, 4):
+            raise BadInput(f"--views must be auto, 1, 2 or 4, got {self.views}")
+        if self.views in (2, 4) and self.arch != "cnn":
+            raise BadInput(
+                f"--views {self.views} needs --arch cnn (the mlp's flat input has no picture)"
+            )
         if self.synthetic is not None and not 0.0 <= self.synthetic <= 1.0:
             raise BadInput(f"--synthetic must be a fraction in [0, 1], got {self.synthetic}")
         if self.learning_rate <= 0:
@@ -256,19 +259,21 @@ def load_for_views(
 ) -> tuple[InputSpec, Dataset, dict | None]:
     """The input spec, the dataset loaded at it, and the pixel mirror check (or None).
 
-    Four mirror views cost four times the network's work per part, so `auto`'s input size must
-    know whether they may ship before the network exists: the data is loaded at the size for
-    four views, and if the part's pixels do not look alike in every mirror
-    (score_choice.pixels_alike_mirrored) it is loaded again at the size for one, with the same
-    split. The default line's 26×36 is the same size either way and is loaded once."""
-    may_mirror = cfg.arch == "cnn" and cfg.views in (AUTO, 4)
-    spec, chosen_by = resolve_spec(cfg, 4 if may_mirror else 1)
+    Views cost the network's work once each per part, so `auto`'s input size must know whether
+    they may ship before the network exists: the data is loaded at the size for the views asked
+    (auto: AUTO_VIEWS), and if the part's pixels do not look alike in their mirrors
+    (score_choice.pixels_alike_mirrored) it is loaded again at the size for one view, with the
+    same split. Where both budgets give the same size (the default line's 26×36, the tile's
+    120×136 for two views) the data is loaded once."""
+    may_mirror = cfg.arch == "cnn" and cfg.views in (AUTO, 2, 4)
+    hint = (AUTO_VIEWS if cfg.views == AUTO else int(cfg.views)) if may_mirror else 1
+    spec, chosen_by = resolve_spec(cfg, hint)
     data = load_dataset(cfg, spec, np.random.default_rng(split_seed), chosen_by)
     if not (may_mirror and cfg.views == AUTO):
         return spec, data, None
     goods = data.images[data.train_idx[~data.is_defect[data.train_idx]]]
     pixels = pixels_alike_mirrored(goods, cfg.seed)
-    if max(pixels.values()) > MIRROR_ALIKE:
+    if not looks_alike(pixels, AUTO_VIEWS):
         spec1, chosen1 = resolve_spec(cfg, 1)
         if spec1 != spec:
             spec, data = spec1, load_dataset(cfg, spec1, np.random.default_rng(split_seed), chosen1)

@@ -58,8 +58,9 @@ class EuclideanDistance(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="twinspect")
 class MirrorViews(layers.Layer):
-    """N×H×W×C → 4N×H×W×C: the parts as they are, mirrored left/right, top/bottom and both,
-    stacked along the batch so the branch embeds all four in one pass.
+    """N×H×W×C → vN×H×W×C: the parts as they are and mirrored, stacked along the batch so the
+    branch embeds every view in one pass. 4 views: as they are, mirrored left/right,
+    top/bottom and both; 2 views: as they are and mirrored both ways (turned half a turn).
 
     Mirrored by negative-step slices, which tf2onnx turns into ONNX Slice: the 4-view branch at
     120×136 runs in 4.1× the single view's time on one thread, against 5.7× with `ops.flip`
@@ -67,27 +68,43 @@ class MirrorViews(layers.Layer):
     the columns of a gray image is the slow slice (35 µs at 120×136 in onnxruntime, reversing
     its rows 6 µs), so it is done once: both-ways is the left/right mirror's rows reversed."""
 
+    def __init__(self, views: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.views = views
+
     def call(self, x):
         h = x[:, :, ::-1]
+        if self.views == 2:
+            return ops.concatenate([x, h[:, ::-1]], axis=0)
         return ops.concatenate([x, h, x[:, ::-1], h[:, ::-1]], axis=0)
 
     def compute_output_shape(self, input_shape):
         n = input_shape[0]
-        return (None if n is None else 4 * n, *input_shape[1:])
+        return (None if n is None else self.views * n, *input_shape[1:])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "views": self.views}
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
 class ViewConcat(layers.Layer):
-    """4N×D → N×4D: each part's four view embeddings side by side (MirrorViews' order), so the
-    distance to the reference (the good parts' views, side by side) pools the four views'
-    distances instead of the views being averaged first."""
+    """vN×D → N×vD: each part's view embeddings side by side (MirrorViews' order), so the
+    distance to the reference (the good parts' views, side by side) pools the views' distances
+    instead of the views being averaged first."""
+
+    def __init__(self, views: int = 4, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.views = views
 
     def call(self, x):  # one transpose: the slices and concat it replaces cost ~25 µs in ORT
-        v = ops.transpose(ops.reshape(x, (4, -1, x.shape[-1])), (1, 0, 2))
-        return ops.reshape(v, (-1, 4 * x.shape[-1]))
+        v = ops.transpose(ops.reshape(x, (self.views, -1, x.shape[-1])), (1, 0, 2))
+        return ops.reshape(v, (-1, self.views * x.shape[-1]))
 
     def compute_output_shape(self, input_shape):
-        return (None, 4 * input_shape[-1])
+        return (None, self.views * input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "views": self.views}
 
 
 @keras.saving.register_keras_serializable(package="twinspect")
@@ -200,11 +217,12 @@ def with_views(embedding, views: int):
     (train.fit.choose_views) ships it only where the validation parts say it helps."""
     if views == 1:
         return embedding
-    if views != 4:
-        raise ValueError(f"views must be 1 or 4, got {views}")
+    if views not in (2, 4):
+        raise ValueError(f"views must be 1, 2 or 4, got {views}")
     inp = keras.Input(shape=tuple(embedding.inputs[0].shape[1:]), name="image")
-    out = ViewConcat(name="embedding")(embedding(MirrorViews(name="mirror_views")(inp)))
-    return keras.Model(inp, out, name=f"{embedding.name}_views4")
+    views_in = MirrorViews(views, name="mirror_views")(inp)
+    out = ViewConcat(views, name="embedding")(embedding(views_in))
+    return keras.Model(inp, out, name=f"{embedding.name}_views{views}")
 
 
 def build_twin(embedding):
