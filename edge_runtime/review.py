@@ -2,9 +2,12 @@
 written in the inspection loop, and its heatmap, made off the loop by a `HeatWorker`.
 
 Why off the loop: a heatmap costs one batch of about 225 embeddings by occlusion
-(edge_runtime.heatmap) — 12 ms for the 26×36 model, about 0.2–0.3 s for a surface model that
-embeds four mirror views. A live source keeps only its newest frame (edge_runtime.sources), so
-every part that passed the camera while the loop drew a heatmap was never judged. The worker
+(edge_runtime.heatmap) — 12 ms for the 26×36 model, a few hundred ms for a surface model that
+embeds mirror views (`twinspect bench` prints it). A live source keeps only its newest frame
+(edge_runtime.sources), so every part that passed the camera while the loop drew a heatmap was
+never judged: the tile recording played live (200 parts at 10 fps, a 4-view 120×136 model,
+`--save-ng`, a training sharing the 2 cores) had 92 of its 200 parts judged with the heatmaps
+drawn in the loop, and all 200 (and all 73 heatmaps) with them drawn behind it. The worker
 draws them one at a time behind the line; each finished heatmap becomes a record of its own,
 `{"event": "heat", "frame": N, "part_id": …, "saved_heat": PATH, "heat_peak_x": …}`, written
 after the frame's record as soon as it is drawn (the camera's writes take turns under a lock).

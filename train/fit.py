@@ -735,9 +735,9 @@ def defect_prototypes(embedding, x: np.ndarray, data: Dataset) -> dict:
     parts sit closer than new ones will). An NG part outside every region is NOVEL on the line.
     Types with no validation part are left out.
 
-    Above SHAPE_MAX_DIM dimensions (four mirror views side by side: 512) a type keeps a centre
-    and a Euclidean radius only: a 512×512 shape from a few dozen parts is mostly shrinkage,
-    and about 3 MB of sidecar per type."""
+    Above SHAPE_MAX_DIM dimensions (two or four mirror views side by side: 256, 512) a type
+    keeps a centre and a Euclidean radius only: a 512×512 shape from a few dozen parts is mostly
+    shrinkage, and about 3 MB of sidecar per type."""
     from edge_runtime.scoring import Prototype
 
     out = {}
