@@ -250,7 +250,8 @@ def resolve_spec(cfg: TrainConfig, views: int = 1) -> tuple[InputSpec, str]:
     chosen = "--input-size"
     if size is None:
         size = auto_input_size(image_sizes(cfg.data), max_area=auto_budget(views))
-        chosen = "auto, from the training images" + (f", for {views} views" if views > 1 else "")
+        budget = auto_budget(views) < auto_budget(1)  # said only where the views shrank it
+        chosen = "auto, from the training images" + (f", for {views} views" if budget else "")
     return input_spec(cfg.arch, size, cfg.channels, cfg.fit), chosen
 
 
