@@ -278,12 +278,12 @@ def good_only_data(data: Path, work: Path) -> Path:
 
 
 def score_label(model_json: dict) -> str:
-    """What a shipped model scores with, e.g. 'minkowski + pixel residual' or 'minkowski, 4
-    mirror views'."""
+    """What a shipped model scores with, e.g. 'minkowski + pixel residual' or 'minkowski, 2
+    views' (the part and its mirror images side by side)."""
     name = dig(model_json, "metric", "name") or "—"
     views = dig(model_json, "training", "views")
     return (
         name
         + (" + pixel residual" if model_json.get("fusion") else "")
-        + (f", {views} mirror views" if views == 4 else "")
+        + (f", {views} views" if isinstance(views, int) and views > 1 else "")
     )
