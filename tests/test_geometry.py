@@ -112,6 +112,9 @@ def test_four_mirror_views_get_a_quarter_of_the_pixels_and_the_same_aspect():
     it at one view's size); a part that already fits (the default line's 26×36) keeps its size
     either way."""
     assert auto_budget(1) == auto_budget(2) == 128 * 128 and 4 * auto_budget(4) == MAX_AUTO_PIXELS
+    from train.score_choice import AUTO_VIEWS  # auto loads once: its views keep one view's size
+
+    assert auto_budget(AUTO_VIEWS) == auto_budget(1)
     sizes = [(420, 480), (300, 350), (610, 700), (200, 228)] * 5  # tile-like photos, h/w ≈ 0.87
     h1, w1 = auto_input_size(sizes, max_area=auto_budget(1))
     h4, w4 = auto_input_size(sizes, max_area=auto_budget(4))

@@ -40,7 +40,6 @@ from train.score_choice import (
     choose_fusion,
     choose_metric,
     choose_views,
-    looks_alike,
     pixels_alike_mirrored,
 )
 
@@ -260,12 +259,11 @@ def load_for_views(
 ) -> tuple[InputSpec, Dataset, dict | None]:
     """The input spec, the dataset loaded at it, and the pixel mirror check (or None).
 
-    Views cost the network's work once each per part, so `auto`'s input size must know whether
-    they may ship before the network exists: the data is loaded at the size for the views asked
-    (auto: AUTO_VIEWS), and if the part's pixels do not look alike in their mirrors
-    (score_choice.pixels_alike_mirrored) it is loaded again at the size for one view, with the
-    same split. Where both budgets give the same size (the default line's 26×36, the tile's
-    120×136 for two views) the data is loaded once."""
+    Views cost the network's work once each per part, so `auto`'s input size must know how
+    many may ship before the network exists: the data is loaded once, at the size for the views
+    asked (geometry.auto_budget). `auto` may ship AUTO_VIEWS, whose budget is one view's
+    (tested), so a part that turns out not to look alike (score_choice.pixels_alike_mirrored,
+    decided in choose_views) keeps the size it would have had with one view."""
     may_mirror = cfg.arch == "cnn" and cfg.views in (AUTO, 2, 4)
     hint = (AUTO_VIEWS if cfg.views == AUTO else int(cfg.views)) if may_mirror else 1
     spec, chosen_by = resolve_spec(cfg, hint)
@@ -273,12 +271,7 @@ def load_for_views(
     if not (may_mirror and cfg.views == AUTO):
         return spec, data, None
     goods = data.images[data.train_idx[~data.is_defect[data.train_idx]]]
-    pixels = pixels_alike_mirrored(goods, cfg.seed)
-    if not looks_alike(pixels, AUTO_VIEWS):
-        spec1, chosen1 = resolve_spec(cfg, 1)
-        if spec1 != spec:
-            spec, data = spec1, load_dataset(cfg, spec1, np.random.default_rng(split_seed), chosen1)
-    return spec, data, pixels
+    return spec, data, pixels_alike_mirrored(goods, cfg.seed)
 
 
 def load_dataset(

@@ -237,12 +237,12 @@ def mirrored_alike(goods: np.ndarray, distance: Callable[[np.ndarray], np.ndarra
 
 
 def pixels_alike_mirrored(goods: np.ndarray, seed: int) -> dict[str, float]:
-    """Before training: does the part look alike in every mirror, in its pixels? Half the good
+    """Before training: does the part look alike mirrored, in its pixels? Half the good
     training images make a template (their mean); the other half's RMS distances to it are
-    told from their mirror images' (mirrored_alike). The answer decides whether the input size
-    is budgeted for four views (edge_runtime.geometry.auto_budget), which must be known before
-    the network exists. The default line's terminals: left/right 1.000 (the ring is on one
-    side); the tile's textures: 0.50 for every mirror."""
+    told from their mirror images' (mirrored_alike). choose_views reads it first: a part unlike
+    its mirrors in its pixels keeps one view without the embedding being asked. The default
+    line's terminals: left/right and both ways 1.000 (the ring is on one side); the tile's
+    textures: 0.50 for every mirror."""
     x = np.asarray(goods, dtype=np.float32)
     idx = np.random.default_rng(seed).permutation(len(x))
     half = len(x) // 2
