@@ -225,10 +225,15 @@ def worse_beyond_noise(
     return bool(hi < 0.0), float(diff), float((hi - lo) / 2)
 
 
-def mirrored_alike(goods: np.ndarray, distance: Callable[[np.ndarray], np.ndarray]) -> dict:
+def mirrored_alike(
+    goods: np.ndarray,
+    distance: Callable[[np.ndarray], np.ndarray],
+    d_goods: np.ndarray | None = None,
+) -> dict:
     """For each mirror: the AUROC telling the good parts' distances from their mirror images'
-    (0.5: a mirrored good part is as good as any; 1.0: every one is told apart)."""
-    d_goods = distance(goods)
+    (0.5: a mirrored good part is as good as any; 1.0: every one is told apart). `d_goods`:
+    the goods' own distances when they are already known."""
+    d_goods = distance(goods) if d_goods is None else d_goods
     y = np.r_[np.zeros(len(d_goods), bool), np.ones(len(d_goods), bool)]
     return {
         name: auroc(np.r_[d_goods, distance(np.ascontiguousarray(mirror(goods)))], y)
@@ -304,10 +309,14 @@ def choose_views(
         return 1, {"chosen": 1, "why": why, "mirrored_pixels_auroc": pixels, "candidates": {}}
     p4 = Metric("minkowski", p=4.0)
     ref1 = embed(single, x_ref).mean(axis=0)
-    alike = mirrored_alike(vote.x[vote.good_real], lambda t: distances(embed(single, t), ref1, p4))
+    d1 = distances(vote.emb, ref1, p4)  # the vote set's single-view embeddings, made once
+    alike = mirrored_alike(
+        vote.x[vote.good_real],
+        lambda t: distances(embed(single, t), ref1, p4),
+        d1[vote.good_real],
+    )
     multi = with_views(single, views)
     name = f"{views} views"
-    d1 = distances(vote.emb, ref1, p4)
     dv = distances(embed(multi, vote.x), embed(multi, x_ref).mean(axis=0), p4)
     scores = {"1 view": d1, name: dv}
     figures, known, measured = vote.measure(scores)
