@@ -40,7 +40,7 @@ from edge_runtime.records import (
     recorded_frames,
     write_state,
 )
-from edge_runtime.review import HeatWorker, heat_base, ng_stem, save_ng
+from edge_runtime.review import HeatWorker, heat_base, review_paths, save_ng
 from edge_runtime.sinks_hook import sink_label
 from edge_runtime.sources import Frame, ImageFiles, Outage, Reconnect, Source, open_source
 from edge_runtime.summary import Summary
@@ -217,7 +217,7 @@ class Camera:
             rec = frame_record(f, j, insp.threshold, insp.threshold_from, saved)
             late = stamp(rec, self.part, f.index, f.name, decided_ts, decided_mono)
             if saved and "save_error" not in saved and self.heat is not None:
-                heat_png = cfg.save_ng / f"{ng_stem(f, prefix)}_heat.png"
+                heat_png = review_paths(cfg.save_ng, f, prefix)["heat"]
                 why_not = self.heat.submit(heat_png, f, heat_base(f, rec))
                 if why_not:
                     rec["heat_error"] = why_not

@@ -49,18 +49,19 @@ def _failure(folder: Path, e: Exception) -> str:
     return f"{folder}: {msg.splitlines()[-1] if msg else type(e).__name__}"
 
 
-def ng_stem(frame: Frame, prefix: str = "") -> str:
-    """The file-name stem of a part's review images; `prefix` (a station's camera name) keeps
-    cameras sharing one review folder apart."""
-    return f"{prefix}{frame.index:06d}_{Path(frame.name).stem}"[:120]
+def review_paths(folder: Path, frame: Frame, prefix: str = "") -> dict[str, Path]:
+    """Where a part's review images go: its crop, annotated frame and heatmap. `prefix` (a
+    station's camera name) keeps cameras sharing one review folder apart."""
+    stem = f"{prefix}{frame.index:06d}_{Path(frame.name).stem}"[:120]
+    return {kind: folder / f"{stem}_{kind}.png" for kind in ("crop", "frame", "heat")}
 
 
 def save_ng(
     folder: Path, frame: Frame, roi: Roi | None, j: Judgement, threshold: float, prefix: str = ""
 ) -> dict:
     """Write the NG crop and the annotated full frame; a failure is returned, never raised."""
-    stem = ng_stem(frame, prefix)
-    crop_path, full_path = folder / f"{stem}_crop.png", folder / f"{stem}_frame.png"
+    paths = review_paths(folder, frame, prefix)
+    crop_path, full_path = paths["crop"], paths["frame"]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_png(crop_path, to_bgr(crop(frame.image, roi)))
@@ -105,7 +106,6 @@ class HeatWorker:
     ) -> None:
         self.inspector = inspector
         self.emit = emit
-        self.lost = 0  # heat records `emit` could not take (its error is the results' own)
         self._todo: queue.Queue = queue.Queue(maxsize=pending)
         self._thread = threading.Thread(target=self._work, name="twinspect-heat")
         self._thread.start()
@@ -126,10 +126,8 @@ class HeatWorker:
                 extra = save_heat(path, image, self.inspector)
             except Exception as e:  # a heatmap is for review: it never stops the worker
                 extra = {"heat_error": f"{type(e).__name__}: {e}"}
-            try:
+            with suppress(Exception):  # results that cannot be written: the loop's write says so
                 self.emit({**base, "ts": round(time.time(), 6), **extra})
-            except Exception:  # the results cannot be written: the loop's own write says so
-                self.lost += 1
 
     def close(self) -> None:
         self._todo.put(None)  # after everything queued: the worker draws those first
