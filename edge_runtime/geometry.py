@@ -23,7 +23,7 @@ MAX_AUTO_AREA = 128 * 128  # input pixels auto will choose at most, for one view
 # pixels the network embeds per part, over all its mirror views (train --views): two views of
 # 128×128. The network's work grows with them: the tile's branch at 120×136 embeds in 249 µs
 # p50 for one view, 500 µs for two and 969 µs for four (one thread, onnxruntime, quiet box);
-# four views at 96×112 cost the tile 0.005–0.01 of test AUROC and 1–2 points of accuracy.
+# four views at 96×112 cost the tile 0.002–0.013 of test AUROC and 1–2 points of accuracy.
 MAX_AUTO_PIXELS = 2 * 128 * 128
 MIN_SIDE = 16  # smallest side auto will choose; the CNN needs at least this much
 ROUND_TO = 8  # shrunk sizes are rounded to multiples of this (strides of 2 divide them)
