@@ -6,7 +6,7 @@ means further from a good part; a part is NG when its score is above the thresho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -82,26 +82,19 @@ def distances(embeddings: np.ndarray, reference: np.ndarray, metric: Metric) -> 
 
 
 @dataclass(frozen=True)
-class Novelty:
-    """Where the known defect kinds sit in the plane of a fused score's two terms — the twin's
+class Region:
+    """Where one known defect kind sits in the plane of a fused score's two terms — the twin's
     distance and the pixel residual, each in its spread (`fusion_terms`) — on a log scale: the
-    mean and inverse covariance of the validation's rejected known defects, and the radius (the
-    97.5th percentile of their own distance) inside which a reject looks like a kind the twin
-    was trained on. Outside it a reject is NOVEL.
-
-    Why this plane: the twin learns the kinds it is shown, the residual none of them, so a known
-    kind comes with the twin's term in its usual proportion to the residual's, and a kind the
-    twin was never shown comes with too little of it (or an unusual mix). Measured post hoc on
-    the default line's five held-out-type networks (`make bench`'s protocol, NOVEL share of the
-    held-out type's rejects / of the known types' rejects): per-type Mahalanobis regions in
-    embedding space 17% / 4.6% (three types 0%); this region 95% / 3.3% (worst type 86%); on
-    networks trained with synthetic anomalies, whose twin learns to see more kinds, 62% / 3.7%.
-    """
+    mean and inverse covariance of that kind's rejected validation parts, and the radius (the
+    97.5th percentile of their own distance) inside which a reject looks like it. `label` is
+    the kind's; None for a region over several kinds (a schema-5 sidecar's one region, or the
+    kinds with too few parts for their own)."""
 
     center: np.ndarray  # (2,) mean of log(terms)
     inv_cov: np.ndarray  # (2, 2)
     radius: float
     n: int
+    label: str | None = None
 
     def __post_init__(self) -> None:
         c, ic = np.asarray(self.center, float), np.asarray(self.inv_cov, float)
@@ -115,27 +108,58 @@ class Novelty:
             raise BadInput(f"novelty radius must be a positive finite number, got {self.radius}")
 
     def distance(self, terms: np.ndarray) -> np.ndarray:
-        """Each row's distance from the known defects' region, in radii (> 1: NOVEL)."""
+        """Each row's distance from this region, in radii (> 1: outside)."""
         z = np.log(np.maximum(np.atleast_2d(np.asarray(terms, np.float64)), 1e-9)) - self.center
         q = np.einsum("ij,jk,ik->i", z, np.asarray(self.inv_cov, np.float64), z)
         return np.sqrt(np.maximum(q, 0.0)) / self.radius
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "center": [float(v) for v in self.center],
             "inv_cov": [[float(v) for v in row] for row in self.inv_cov],
             "radius": float(self.radius),
             "n": int(self.n),
         }
+        return d if self.label is None else {"label": self.label, **d}
 
 
-MIN_NOVELTY_PARTS = 10  # rejected known defects needed to place their region
+@dataclass(frozen=True)
+class Novelty:
+    """Where the known defect kinds sit in the plane of a fused score's two terms: one Region
+    per kind. A reject inside none of them is NOVEL.
+
+    Why this plane: the twin learns the kinds it is shown, the residual none of them, so a known
+    kind comes with the twin's term in its usual proportion to the residual's, and a kind the
+    twin was never shown comes with too little of it (or an unusual mix).
+
+    Why a region per kind: the kinds sit apart in the plane, and one ellipse around all of them
+    also covers the gaps between them, where an unseen kind can land. Measured post hoc on the
+    default line's five held-out-type networks (NOVEL share of the held-out type's rejects, mean
+    and worst type / of the known types' rejects, mean and worst): one region 95% and 86% / 3.3%
+    and 4.1%; a region per kind 97% and 94% / 2.5% and 3.8%. Per-type Mahalanobis regions in
+    embedding space gave 17% / 4.6% (three types 0%)."""
+
+    regions: tuple[Region, ...]
+
+    def __post_init__(self) -> None:
+        if not self.regions:
+            raise BadInput("novelty needs at least one region")
+
+    def distance(self, terms: np.ndarray) -> np.ndarray:
+        """Each row's distance from the nearest known kind's region, in radii (> 1: NOVEL)."""
+        return np.min([r.distance(terms) for r in self.regions], axis=0)
+
+    def to_dict(self) -> dict:
+        return {"regions": [r.to_dict() for r in self.regions]}
 
 
-def fit_novelty(known_terms: np.ndarray, quantile: float = 0.975) -> Novelty | None:
-    """The known defects' region from their fused-score terms (N×2); None with fewer than
-    MIN_NOVELTY_PARTS of them or a degenerate spread (the prototypes decide NOVEL then)."""
-    t = np.asarray(known_terms, np.float64)
+MIN_NOVELTY_PARTS = 10  # rejected known defects needed to place a region
+
+
+def fit_region(terms: np.ndarray, label: str | None, quantile: float) -> Region | None:
+    """One kind's region from its parts' terms (N×2); None with fewer than MIN_NOVELTY_PARTS
+    or a degenerate spread."""
+    t = np.asarray(terms, np.float64)
     if t.ndim != 2 or t.shape[1] != 2 or len(t) < MIN_NOVELTY_PARTS:
         return None
     z = np.log(np.maximum(t, 1e-9))
@@ -145,9 +169,30 @@ def fit_novelty(known_terms: np.ndarray, quantile: float = 0.975) -> Novelty | N
     center, inv_cov = z.mean(axis=0), np.linalg.inv(cov)
     d = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z - center, inv_cov, z - center), 0.0))
     radius = float(np.quantile(d, quantile))
-    if not radius > 0:
-        return None
-    return Novelty(center, inv_cov, radius, len(t))
+    return Region(center, inv_cov, radius, len(t), label) if radius > 0 else None
+
+
+def fit_novelty(
+    known_terms: np.ndarray, labels: np.ndarray | None = None, quantile: float = 0.975
+) -> Novelty | None:
+    """The known kinds' regions from their rejected parts' terms (N×2) and kinds (`labels`):
+    a region per kind with enough parts; the kinds left without one share a region over all
+    the parts, widened to hold every one of theirs, so no known kind is NOVEL for lack of
+    parts. None when not even that can be
+    placed (the prototypes decide NOVEL then)."""
+    t = np.asarray(known_terms, np.float64)
+    named = labels is not None
+    labels = np.asarray(labels).astype(str) if named else np.full(len(t), "")
+    kinds = sorted(set(labels.tolist()))
+    own = {k: fit_region(t[labels == k], k if named else None, quantile) for k in kinds}
+    regions = [r for r in own.values() if r is not None]
+    left = np.isin(labels, [k for k, r in own.items() if r is None])
+    if left.any():  # one region over all the parts, wide enough for every part left without
+        pooled = fit_region(t, None, quantile)
+        if pooled is not None:
+            reach = float(pooled.distance(t[left]).max())
+            regions.append(replace(pooled, radius=pooled.radius * max(reach, 1.0)))
+    return Novelty(tuple(regions)) if regions else None
 
 
 @dataclass(frozen=True)
@@ -163,7 +208,7 @@ class Fusion:
     residual: Residual
     embedding_scale: float
     residual_scale: float
-    novelty: Novelty | None = None  # schema 5: where known defects sit in the two terms' plane
+    novelty: Novelty | None = None  # schema 6 (5: one region): where known kinds sit in the plane
 
     def __post_init__(self) -> None:
         for name in ("embedding_scale", "residual_scale"):

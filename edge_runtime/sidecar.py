@@ -17,7 +17,7 @@ from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.files import atomic_write_bytes, read_json_object
 from edge_runtime.preprocess import InputSpec, Roi
 from edge_runtime.residual import Residual
-from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype
+from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype, Region
 
 # 2: input.fit (pad | crop | stretch), input.pad_value, input.channels 3 (BGR) allowed.
 # A schema-1 sidecar still loads: it meant gray input stretched to the model size.
@@ -28,8 +28,11 @@ from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype
 # 5: fusion.novelty (optional): the known defects' region in the plane of the fused score's two
 # terms, which decides NOVEL for a fused model. A schema-4 sidecar still loads: its prototypes
 # decide NOVEL as before.
-SCHEMA_VERSION = 5
-KNOWN_VERSIONS = (1, 2, 3, 4, 5)
+# 6: fusion.novelty.regions, one region per known defect kind (label, center, inv_cov, radius,
+# n). A schema-5 sidecar still loads: its one region (center, inv_cov, radius, n at the top of
+# fusion.novelty) covers every kind.
+SCHEMA_VERSION = 6
+KNOWN_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:
@@ -277,13 +280,15 @@ def _fusion(r: _Reader, spec: InputSpec) -> Fusion | None:
         if residual.channels != spec.channels:
             raise BadInput(f"residual has {residual.channels} channels, the input {spec.channels}")
         novelty = None
-        if r.optional("fusion.novelty", (dict, type(None)), None) is not None:
-            novelty = Novelty(
-                center=r.floats("fusion.novelty.center"),
-                inv_cov=r.floats("fusion.novelty.inv_cov"),
-                radius=r.get("fusion.novelty.radius", float),
-                n=r.get("fusion.novelty.n", int),
-            )
+        block = r.optional("fusion.novelty", (dict, type(None)), None)
+        if block is not None:
+            regions = r.optional("fusion.novelty.regions", list, None)
+            if regions is None:  # schema 5: one region over every known kind
+                novelty = Novelty((_region(r, "fusion.novelty."),))
+            else:
+                novelty = Novelty(
+                    tuple(_region(r, f"fusion.novelty.regions.{i}.") for i in range(len(regions)))
+                )
         return Fusion(
             residual,
             r.get("fusion.embedding_scale", float),
@@ -292,6 +297,17 @@ def _fusion(r: _Reader, spec: InputSpec) -> Fusion | None:
         )
     except BadInput as e:
         raise BadModel(f"{r.where}: field 'fusion': {e}") from None
+
+
+def _region(r: _Reader, at: str) -> Region:
+    """One known kind's novelty region at the dotted path `at` (schema 5: the only one)."""
+    return Region(
+        center=r.floats(at + "center"),
+        inv_cov=r.floats(at + "inv_cov"),
+        radius=r.get(at + "radius", float),
+        n=r.get(at + "n", int),
+        label=r.optional(at + "label", str, None),
+    )
 
 
 class _Reader:
@@ -303,6 +319,9 @@ class _Reader:
     def _raw(self, dotted: str):
         node = self.d
         for part in dotted.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]  # a list's item: regions.0.center
+                continue
             if not isinstance(node, dict) or part not in node:
                 raise BadModel(f"{self.where}: missing field '{dotted}'")
             node = node[part]

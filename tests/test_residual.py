@@ -180,6 +180,29 @@ def test_the_novelty_region_holds_the_known_mix_and_not_a_kind_the_twin_misses()
     assert fit_novelty(np.ones((50, 2))) is None  # no spread: no region
 
 
+def test_each_known_kind_gets_its_region_and_the_gap_between_them_is_novel():
+    """Two kinds apart in the plane: one ellipse around both would cover the gap between them,
+    where a kind the twin was not shown can land; a region per kind does not. A kind with too
+    few parts for its own region shares one over all the parts, so it is never NOVEL for it."""
+    from edge_runtime.scoring import MIN_NOVELTY_PARTS, fit_novelty
+
+    twin_heavy = _known_terms()  # the twin's term twice the residual's
+    residual_heavy = _known_terms()[:, ::-1] * np.array([1.0, 4.0])  # the residual's 8× the twin's
+    terms = np.r_[twin_heavy, residual_heavy]
+    kinds = np.r_[np.full(200, "burr"), np.full(200, "pit")]
+    per_kind, one = fit_novelty(terms, kinds), fit_novelty(terms)
+    assert [(r.label, r.n) for r in per_kind.regions] == [("burr", 200), ("pit", 200)]
+    assert [r.label for r in one.regions] == [None]
+    gap = np.exp(np.log(terms).mean(axis=0, keepdims=True))  # between the kinds, on the log scale
+    assert one.distance(gap)[0] < 1 < per_kind.distance(gap)[0]
+    for own in (twin_heavy, residual_heavy):  # each kind's parts: inside, 97.5% of them
+        assert np.mean(per_kind.distance(own) > 1) == pytest.approx(0.025, abs=0.01)
+    few = np.r_[np.full(200, "burr"), np.full(MIN_NOVELTY_PARTS - 1, "pit")]
+    mixed = fit_novelty(terms[: len(few)], few)
+    assert [r.label for r in mixed.regions] == ["burr", None]  # the pits share the pooled one
+    assert np.all(mixed.distance(terms[200 : len(few)]) <= 1 + 1e-9)  # widened to hold them
+
+
 def test_a_fused_part_is_novel_by_the_region_and_schema_4_keeps_the_prototypes(
     untrained_model_dir, goods, tmp_path
 ):
@@ -190,7 +213,7 @@ def test_a_fused_part_is_novel_by_the_region_and_schema_4_keeps_the_prototypes(
 
     from edge_runtime.inspector import Inspector
     from edge_runtime.model import load_model_dir
-    from edge_runtime.scoring import Novelty, fit_novelty, fusion_terms
+    from edge_runtime.scoring import Novelty, Region, fit_novelty, fusion_terms
 
     sc, fusion = _fused_sidecar(untrained_model_dir, goods)
     x = to_tensor(goods[100:101], sc.input)
@@ -208,20 +231,36 @@ def test_a_fused_part_is_novel_by_the_region_and_schema_4_keeps_the_prototypes(
         insp = Inspector(load_model_dir(out), threshold=-1.0)  # every part is rejected
         return insp.inspect(goods[100]), insp.judge_patches(goods[100:101])[1][0]
 
-    near = Novelty(here, np.eye(2), 1.0, 10)  # the part sits at the region's centre
-    far = Novelty(here + np.array([3.0, 0.0]), np.eye(2), 1.0, 10)  # the known mix: 20× more twin
-    for region, expect in ((near, "NG"), (far, "NOVEL")):
-        j, v = judged(region)
-        assert j.verdict == v.verdict == expect
+    near = Region(here, np.eye(2), 1.0, 10, "burr")  # the part sits at the region's centre
+    far = Region(here + np.array([3.0, 0.0]), np.eye(2), 1.0, 10, "pit")  # 20× more twin
+    cases = ((near, "NG"), (far, "NOVEL"))
+    for regions, expect in (*(((r,), e) for r, e in cases), ((far, near), "NG")):
+        j, v = judged(Novelty(regions))
+        assert j.verdict == v.verdict == expect  # NOVEL only outside every kind's region
         assert (
             j.type_distance
             == pytest.approx(v.type_distance, abs=1e-4)
-            == pytest.approx(float(region.distance(terms)[0]), rel=1e-3, abs=1e-4)
+            == pytest.approx(float(Novelty(regions).distance(terms)[0]), rel=1e-3, abs=1e-4)
         )
+    # schema 5 held one region at the top of fusion.novelty: it still loads and decides
+    for region, expect in cases:
+        sc.fusion = dataclasses.replace(fusion, novelty=None)
+        d = json.loads(sc.to_json())
+        d["schema_version"] = 5
+        d["fusion"]["novelty"] = {k: v for k, v in region.to_dict().items() if k != "label"}
+        old = Sidecar.from_dict(d, where="m/model.json")
+        assert [(r.label, r.n) for r in old.fusion.novelty.regions] == [(None, 10)]
+        out = tmp_path / f"v5-{expect}"
+        shutil.copytree(untrained_model_dir, out)
+        (out / "model.json").write_text(json.dumps(d))
+        assert Inspector(load_model_dir(out), threshold=-1.0).inspect(goods[100]).verdict == expect
     j, _ = judged(None, version=4)  # no region, no prototypes: NG as schema 4 judged it
     assert j.verdict == "NG" and j.type_distance is None
     assert fit_novelty(_known_terms()) is not None
     d = json.loads(sc.to_json())
     d["fusion"]["novelty"] = {"center": [0.0], "inv_cov": [[1.0]], "radius": 1.0, "n": 3}
     with pytest.raises(BadModel, match=r"field 'fusion'.*novelty"):
+        Sidecar.from_dict(d, where="m/model.json")
+    d["fusion"]["novelty"] = {"regions": [near.to_dict(), {"center": [0.0, 1.0]}]}
+    with pytest.raises(BadModel, match=r"missing field 'fusion.novelty.regions.1.inv_cov'"):
         Sidecar.from_dict(d, where="m/model.json")

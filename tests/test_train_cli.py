@@ -441,3 +441,14 @@ def test_a_fused_score_trains_exports_and_the_line_reproduces_it(line, tmp_path)
     rejected = [v.verdict for v, lab in zip(verdicts, labels, strict=True) if lab != "0"]
     rejected = [v for v in rejected if v != "OK"]
     assert len(rejected) >= 10 and rejected.count("NOVEL") <= 0.1 * len(rejected)
+    # a region per known kind with enough rejected validation parts; the rest share one
+    from edge_runtime.scoring import MIN_NOVELTY_PARTS
+
+    over = scores > model.sidecar.threshold.value
+    counts = {k: int(np.sum(over & (labels == k))) for k in set(labels.tolist()) - {"0"}}
+    own = sorted(k for k, n in counts.items() if n >= MIN_NOVELTY_PARTS)
+    kinds = [r.label for r in model.sidecar.fusion.novelty.regions]
+    assert kinds == own + ([None] if len(own) < sum(n > 0 for n in counts.values()) else []), (
+        kinds,
+        counts,
+    )

@@ -143,8 +143,9 @@ def _novel_lines(uv: dict, names: dict) -> list[str]:
     return [
         "",
         "The same hold-out runs on the line (`twinspect eval`'s verdicts by label). With a fused "
-        "pixel residual a reject is NOVEL outside the region where the validation's rejected "
-        "known defects sit in the plane of the score's two terms (sidecar `fusion.novelty`); "
+        "pixel residual a reject is NOVEL outside every region where a kind of the "
+        "validation's rejected known defects sits in the plane of the score's two terms "
+        "(sidecar `fusion.novelty`, one region per kind); "
         "without one, outside every known type's Mahalanobis region in embedding space. "
         "Score = what `--metric auto` and `--residual auto` chose for the run.",
         "",

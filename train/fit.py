@@ -704,21 +704,23 @@ def train(cfg: TrainConfig) -> Result:
 
 
 def place_novelty(fusion, val_x, val_labels, val_scores, threshold, terms_of):
-    """(fusion with its novelty region, what metrics.json records): the region of the fused
-    score's two terms where the validation's rejected known defects sit (scoring.Novelty), which
-    decides NOVEL on the line. Without a fused residual, or with too few rejected known defects,
-    there is none and the prototypes decide."""
+    """(fusion with its novelty regions, what metrics.json records): where each kind of the
+    validation's rejected known defects sits in the plane of the fused score's two terms
+    (scoring.Novelty), which decides NOVEL on the line. Without a fused residual, or with too
+    few rejected known defects, there is none and the prototypes decide."""
     if fusion is None:
         return fusion, {"placed": False, "why": "no fused pixel residual: prototypes decide"}
-    known = (np.asarray(val_labels) != GOOD) & (np.asarray(val_scores) > threshold)
-    novelty = fit_novelty(terms_of(val_x[known], fusion)) if known.any() else None
+    labels = np.asarray(val_labels)
+    known = (labels != GOOD) & (np.asarray(val_scores) > threshold)
+    novelty = fit_novelty(terms_of(val_x[known], fusion), labels[known]) if known.any() else None
     if novelty is None:
         why = f"{int(known.sum())} rejected known defects in validation: too few to place it"
         return fusion, {"placed": False, "why": why}
+    each = ", ".join(f"{r.label or 'the rest'}: {r.n}" for r in novelty.regions)
     return replace(fusion, novelty=novelty), {
         "placed": True,
-        "why": f"region of {novelty.n} rejected known defects in validation, radius at the "
-        "97.5th percentile of their own distance",
+        "why": f"regions of {int(known.sum())} rejected known defects in validation, one per kind "
+        f"({each}), radius at the 97.5th percentile of each kind's own distance",
         **novelty.to_dict(),
     }
 
