@@ -63,8 +63,8 @@ def judge(
     novelty: float | None = None,
 ) -> Verdict:
     """The verdict of one scored part: NG above the threshold, then named after the nearest known
-    defect type, and NOVEL when like none of them: outside the known defects' region of the
-    fused score's terms when the model has one (`novelty`, in radii: scoring.Novelty), else
+    defect type, and NOVEL when like none of them: outside every known kind's region of the
+    fused score's terms when the model has them (`novelty`, in radii: scoring.Novelty), else
     outside every type's radius in embedding space.
 
     The one place this is decided, so that `twinspect eval` counts exactly the verdicts that
@@ -219,8 +219,8 @@ class Inspector:
 
         `embeddings` (N×D float32), when given, receives each patch's embedding: the bound
         output buffer is reused by the next chunk, so a caller that needs them must keep a copy.
-        `novelty` (N floats), when given and the model has a novelty region, receives each
-        patch's distance from it in radii.
+        `novelty` (N floats), when given and the model has novelty regions, receives each
+        patch's distance from the nearest in radii.
         """
         scores = np.empty(len(patches), dtype=np.float64)
         for start in range(0, len(patches), self.max_batch):

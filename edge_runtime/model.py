@@ -56,9 +56,9 @@ class EmbeddingModel:
     def score_parts(
         self, embeddings: np.ndarray, tensors: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(scores, novelty): the scores of `score`, and with a novelty region (schema 5) each
-        part's distance from the known defects' region in radii (> 1: a reject is NOVEL) from
-        the same two terms — one residual pass for both."""
+        """(scores, novelty): the scores of `score`, and with novelty regions (schema 5: one;
+        6: one per known kind) each part's distance from the nearest in radii (> 1: a reject
+        is NOVEL) from the same two terms — one residual pass for both."""
         sc = self.sidecar
         fusion = sc.fusion
         if fusion is None or fusion.novelty is None:
