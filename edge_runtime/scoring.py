@@ -144,10 +144,22 @@ class Novelty:
     def __post_init__(self) -> None:
         if not self.regions:
             raise BadInput("novelty needs at least one region")
+        # the regions stacked once: one pass over K regions costs what one region did on the
+        # line (a loop over five added ~30 µs a part in numpy call overhead)
+        stack = {
+            "_centers": np.array([r.center for r in self.regions], np.float64),
+            "_inv_covs": np.array([r.inv_cov for r in self.regions], np.float64),
+            "_radii": np.array([r.radius for r in self.regions], np.float64),
+        }
+        for k, v in stack.items():
+            object.__setattr__(self, k, v)
 
     def distance(self, terms: np.ndarray) -> np.ndarray:
         """Each row's distance from the nearest known kind's region, in radii (> 1: NOVEL)."""
-        return np.min([r.distance(terms) for r in self.regions], axis=0)
+        z = np.log(np.maximum(np.atleast_2d(np.asarray(terms, np.float64)), 1e-9))
+        d = z[:, None, :] - self._centers  # N×K×2
+        q = np.einsum("nki,kij,nkj->nk", d, self._inv_covs, d)
+        return (np.sqrt(np.maximum(q, 0.0)) / self._radii).min(axis=1)
 
     def to_dict(self) -> dict:
         return {"regions": [r.to_dict() for r in self.regions]}

@@ -195,6 +195,8 @@ def test_each_known_kind_gets_its_region_and_the_gap_between_them_is_novel():
     assert [r.label for r in one.regions] == [None]
     gap = np.exp(np.log(terms).mean(axis=0, keepdims=True))  # between the kinds, on the log scale
     assert one.distance(gap)[0] < 1 < per_kind.distance(gap)[0]
+    nearest = np.min([r.distance(terms) for r in per_kind.regions], axis=0)
+    np.testing.assert_allclose(per_kind.distance(terms), nearest)  # the stacked pass: the nearest
     for own in (twin_heavy, residual_heavy):  # each kind's parts: inside, 97.5% of them
         assert np.mean(per_kind.distance(own) > 1) == pytest.approx(0.025, abs=0.01)
     few = np.r_[np.full(200, "burr"), np.full(MIN_NOVELTY_PARTS - 1, "pit")]
