@@ -109,9 +109,7 @@ class Region:
 
     def distance(self, terms: np.ndarray) -> np.ndarray:
         """Each row's distance from this region, in radii (> 1: outside)."""
-        z = np.log(np.maximum(np.atleast_2d(np.asarray(terms, np.float64)), 1e-9)) - self.center
-        q = np.einsum("ij,jk,ik->i", z, np.asarray(self.inv_cov, np.float64), z)
-        return np.sqrt(np.maximum(q, 0.0)) / self.radius
+        return Novelty((self,)).distance(terms)
 
     def to_dict(self) -> dict:
         d = {
@@ -190,8 +188,7 @@ def fit_novelty(
     """The known kinds' regions from their rejected parts' terms (N×2) and kinds (`labels`):
     a region per kind with enough parts; the kinds left without one share a region over all
     the parts, widened to hold every one of theirs, so no known kind is NOVEL for lack of
-    parts. None when not even that can be
-    placed (the prototypes decide NOVEL then)."""
+    parts. None when not even that can be placed (the prototypes decide NOVEL then)."""
     t = np.asarray(known_terms, np.float64)
     named = labels is not None
     labels = np.asarray(labels).astype(str) if named else np.full(len(t), "")
