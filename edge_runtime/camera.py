@@ -212,13 +212,13 @@ class Camera:
                 j.reason = f.error
             saved = None
             if j.verdict in ("NG", "NOVEL") and cfg.save_ng is not None:
-                saved = save_ng(cfg.save_ng, f, insp.roi, j, insp.threshold, prefix)
+                paths = review_paths(cfg.save_ng, f, prefix)  # crop, frame and heatmap
+                saved = save_ng(paths, f, insp.roi, j, insp.threshold)
                 self.summary.save_failures += "save_error" in saved
             rec = frame_record(f, j, insp.threshold, insp.threshold_from, saved)
             late = stamp(rec, self.part, f.index, f.name, decided_ts, decided_mono)
             if saved and "save_error" not in saved and self.heat is not None:
-                heat_png = review_paths(cfg.save_ng, f, prefix)["heat"]
-                why_not = self.heat.submit(heat_png, f, heat_base(f, rec))
+                why_not = self.heat.submit(paths["heat"], f, heat_base(f, rec))
                 if why_not:
                     rec["heat_error"] = why_not
             self._write(rec)

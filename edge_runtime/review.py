@@ -57,11 +57,12 @@ def review_paths(folder: Path, frame: Frame, prefix: str = "") -> dict[str, Path
 
 
 def save_ng(
-    folder: Path, frame: Frame, roi: Roi | None, j: Judgement, threshold: float, prefix: str = ""
+    paths: dict[str, Path], frame: Frame, roi: Roi | None, j: Judgement, threshold: float
 ) -> dict:
-    """Write the NG crop and the annotated full frame; a failure is returned, never raised."""
-    paths = review_paths(folder, frame, prefix)
+    """Write the NG crop and the annotated full frame to their `review_paths` (the caller keeps
+    them for the heatmap); a failure is returned, never raised."""
     crop_path, full_path = paths["crop"], paths["frame"]
+    folder = crop_path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_png(crop_path, to_bgr(crop(frame.image, roi)))
