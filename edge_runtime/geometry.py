@@ -3,10 +3,10 @@ auto`), and saying in one line how a dataset of mixed shapes is fitted to it.
 
 A line's own camera fixes its part's size and aspect, so the typical training image is the best
 guide: its aspect is kept, and its size too while it fits the edge budget. Larger parts are
-shrunk until the input area fits `auto_budget` — at most `MAX_AUTO_AREA` pixels for one or two
-views, less when the branch embeds four mirror views of each part — which keeps a part under a
-millisecond on one core of a mini PC (see `twinspect bench`); a part smaller than the network's
-minimum is enlarged. `--input-size HxW` overrides all of it.
+shrunk until the input area fits `MAX_AUTO_AREA` pixels, which keeps a part under a
+millisecond on one core of a mini PC even when the network embeds four mirror views of it (see
+`twinspect bench`); a part smaller than the network's minimum is enlarged. `--input-size HxW`
+overrides all of it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import numpy as np
 from edge_runtime.errors import BadInput
 from edge_runtime.preprocess import InputSpec
 
-MAX_AUTO_AREA = 128 * 128  # input pixels auto will choose at most, for one view
-# pixels the network embeds per part, over all its mirror views (train --views): two views of
-# 128×128. The network's work grows with them: the tile's branch at 120×136 embeds in 249 µs
-# p50 for one view, 500 µs for two and 969 µs for four (one thread, onnxruntime, quiet box);
+MAX_AUTO_AREA = 128 * 128  # input pixels auto will choose at most
+# The scaled branch's work grows with the area and with the mirror views (train --views): the
+# tile's at 120×136 with four views calls in ~950 µs fp32 and ~730 µs static int8 on one thread
+# (export --quantize auto, docs/architecture-search.md). The views do not shrink the input:
 # four views at 96×112 cost the tile 0.002–0.013 of test AUROC and 1–2 points of accuracy.
-MAX_AUTO_PIXELS = 2 * 128 * 128
 MIN_SIDE = 16  # smallest side auto will choose; the CNN needs at least this much
 ROUND_TO = 8  # shrunk sizes are rounded to multiples of this (strides of 2 divide them)
 _SIZE = re.compile(r"^\s*(\d+)\s*[x×X]\s*(\d+)\s*$")
@@ -52,11 +51,6 @@ def typical_size(sizes: list[tuple[int, int]]) -> tuple[float, float]:
     area = float(np.median(hw[:, 0] * hw[:, 1]))
     aspect = float(np.exp(np.median(np.log(hw[:, 0] / hw[:, 1]))))
     return math.sqrt(area * aspect), math.sqrt(area / aspect)
-
-
-def auto_budget(views: int = 1) -> int:
-    """The input area `auto` may choose when the shipped branch embeds `views` views of a part."""
-    return min(MAX_AUTO_AREA, MAX_AUTO_PIXELS // max(1, views))
 
 
 def auto_input_size(

@@ -14,8 +14,6 @@ import pytest
 from edge_runtime.datasets import load_labeled
 from edge_runtime.errors import BadInput, BadModel
 from edge_runtime.geometry import (
-    MAX_AUTO_PIXELS,
-    auto_budget,
     auto_input_size,
     describe_fit,
     parse_input_size,
@@ -105,22 +103,6 @@ def test_auto_shrinks_mixed_photos_into_the_budget_keeping_the_typical_aspect():
     wide = auto_input_size([(300, 900)] * 3 + [(310, 880)])
     assert wide[0] * wide[1] <= 128 * 128 and 2.6 <= wide[1] / wide[0] <= 3.4
     assert min(auto_input_size([(5, 7)] * 4)) >= 16  # enlarged to the network's minimum
-
-
-def test_four_mirror_views_get_a_quarter_of_the_pixels_and_the_same_aspect():
-    """The network embeds every view, so four views share the part's pixel budget (two fit in
-    it at one view's size); a part that already fits (the default line's 26×36) keeps its size
-    either way."""
-    assert auto_budget(1) == auto_budget(2) == 128 * 128 and 4 * auto_budget(4) == MAX_AUTO_PIXELS
-    from train.score_choice import AUTO_VIEWS  # auto loads once: its views keep one view's size
-
-    assert auto_budget(AUTO_VIEWS) == auto_budget(1)
-    sizes = [(420, 480), (300, 350), (610, 700), (200, 228)] * 5  # tile-like photos, h/w ≈ 0.87
-    h1, w1 = auto_input_size(sizes, max_area=auto_budget(1))
-    h4, w4 = auto_input_size(sizes, max_area=auto_budget(4))
-    assert 4 * h4 * w4 <= MAX_AUTO_PIXELS and h4 * w4 < h1 * w1
-    assert abs(h4 / w4 - h1 / w1) < 0.15 and h4 % 8 == 0 and w4 % 8 == 0  # sides rounded to 8
-    assert auto_input_size([(26, 36)] * 9, max_area=auto_budget(4)) == (26, 36)
 
 
 def test_describe_fit_says_how_mixed_images_are_fitted():

@@ -48,7 +48,7 @@ def run(line, tmp_path_factory) -> Path:
 
 def test_an_oriented_part_is_sized_for_one_view_and_loaded_once(line, monkeypatch):
     """The terminal mirrored left/right is not a terminal (pixel check 1.0): one view. Its
-    26×36 fits either budget, so the data is not loaded a second time."""
+    26×36 fits the budget as it is, and the data is loaded once."""
     import train.fit as fit
 
     loads = []

@@ -72,13 +72,13 @@ def _top_left(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def test_auto_ships_two_views_on_a_surface_and_one_on_an_oriented_part():
+def test_auto_ships_four_views_on_a_surface_and_one_on_an_oriented_part():
     vote, ref = _vote(False, _everywhere)
     views, why = choose_views("auto", single, ref, vote, embed, with_views)
     known = why["known"]
-    assert views == 2 and known["2 views"] > known["1 view"] + 0.001, why
+    assert views == 4 and known["4 views"] > known["1 view"] + 0.001, why
     assert max(why["mirrored_goods_auroc"].values()) < 0.65  # mirrored noise is noise
-    assert "2 views" in why["why"] and "2×" in why["why"]
+    assert "4 views" in why["why"] and "4×" in why["why"]
 
     vote, ref = _vote(True, _top_left)
     views, why = choose_views("auto", single, ref, vote, embed, with_views)
@@ -87,14 +87,14 @@ def test_auto_ships_two_views_on_a_surface_and_one_on_an_oriented_part():
     assert why["mirrored_goods_auroc"]["both"] == 1.0
 
 
-def test_a_surface_gets_two_views_even_when_validation_cannot_show_the_gain():
+def test_a_surface_gets_four_views_even_when_validation_cannot_show_the_gain():
     """Defects every view sees plainly: one view already separates the validation parts
-    perfectly, so they cannot show what two add; the part looks alike turned, and two do not
-    separate them worse: 2."""
+    perfectly, so they cannot show what four add; the part looks alike in every mirror, and
+    four do not separate them worse: 4."""
     vote, ref = _vote(False, lambda a: a + 40)
     views, why = choose_views("auto", single, ref, vote, embed, with_views)
-    assert why["known"]["1 view"] == why["known"]["2 views"] == 1.0
-    assert views == 2, why
+    assert why["known"]["1 view"] == why["known"]["4 views"] == 1.0
+    assert views == 4, why
 
 
 def test_asked_views_are_taken_as_asked():
@@ -123,11 +123,12 @@ def test_pixels_that_do_not_look_alike_keep_one_view_without_asking_the_embeddin
     turned = {"left/right": 0.5, "top/bottom": 0.5, "both": 0.98}
     views, why = choose_views("auto", single, ref, vote, refuse, with_views, turned)
     assert views == 1 and "pixels" in why["why"] and why["mirrored_pixels_auroc"]["both"]
-    # only the mirror two views embed counts: a part unlike its left/right mirror (a Z, an S)
-    # still looks alike turned half a turn, and the trained embedding has its say
+    # a part unlike its left/right mirror (a Z, an S) still looks alike turned half a turn:
+    # two views at most, and the trained embedding has its say
     zed = {"left/right": 0.97, "top/bottom": 0.96, "both": 0.49}
     views, why = choose_views("auto", single, ref, vote, embed, with_views, zed)
     assert views == 2 and why["mirrored_pixels_auroc"] == zed and "pixels" in why["why"]
+    assert "2 views" in why["why"] and "4 views" not in why["candidates"]
 
 
 def test_a_difference_the_validation_parts_cannot_resolve_is_not_worse():

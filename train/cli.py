@@ -125,8 +125,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=("auto", "1", "2", "4"),
         help="2: the shipped embedding holds the part and the part turned half a turn side by "
         "side (about 2× the network's work per part); 4: the part and its three mirror images; "
-        "1: the part alone; auto (default): 2 when the part looks alike turned (surfaces, "
-        "textures), else 1 (oriented parts)",
+        "1: the part alone; auto (default): 4 when the part looks alike in every mirror "
+        "(surfaces, textures), 2 when only turned half a turn (a Z, an S), else 1 (oriented parts)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
 

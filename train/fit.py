@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime.calibration import DEFAULT_POLICY, Policy, calibrate, choose_threshold
 from edge_runtime.errors import BadInput
 from edge_runtime.evaluation import at_threshold, auroc, report
-from edge_runtime.geometry import auto_budget, auto_input_size, describe_fit, parse_input_size
+from edge_runtime.geometry import auto_input_size, describe_fit, parse_input_size
 from edge_runtime.preprocess import FITS, InputSpec, to_tensor
 from edge_runtime.scoring import (
     KNN_K,
@@ -34,7 +34,6 @@ from edge_runtime.scoring import (
 from train.pairs import DIFFERENT, Pairs, epoch_pairs, stratified_split
 from train.score_choice import (
     AUTO,
-    AUTO_VIEWS,
     RESIDUAL_MODES,
     VoteSet,
     choose_fusion,
@@ -239,36 +238,29 @@ def check_images(images: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
     return arr
 
 
-def resolve_spec(cfg: TrainConfig, views: int = 1) -> tuple[InputSpec, str]:
-    """The model's input: --input-size, or chosen from the training images for a branch that
-    embeds `views` views of each part (geometry.auto_budget); and by what."""
+def resolve_spec(cfg: TrainConfig) -> tuple[InputSpec, str]:
+    """The model's input: --input-size, or chosen from the training images (geometry
+    .auto_input_size, whose budget holds the four mirror views a surface may ship); and by
+    what."""
     from edge_runtime.datasets import image_sizes
     from train.model import input_spec  # imports Keras: MissingExtra without the train extra
 
     size = parse_input_size(cfg.input_size)
     chosen = "--input-size"
     if size is None:
-        size = auto_input_size(image_sizes(cfg.data), max_area=auto_budget(views))
-        budget = auto_budget(views) < auto_budget(1)  # said only where the views shrank it
-        chosen = "auto, from the training images" + (f", for {views} views" if budget else "")
+        size, chosen = auto_input_size(image_sizes(cfg.data)), "auto, from the training images"
     return input_spec(cfg.arch, size, cfg.channels, cfg.fit), chosen
 
 
 def load_for_views(
     cfg: TrainConfig, split_seed: np.random.SeedSequence
 ) -> tuple[InputSpec, Dataset, dict | None]:
-    """The input spec, the dataset loaded at it, and the pixel mirror check (or None).
-
-    Views cost the network's work once each per part, so `auto`'s input size must know how
-    many may ship before the network exists: the data is loaded once, at the size for the views
-    asked (geometry.auto_budget). `auto` may ship AUTO_VIEWS, whose budget is one view's
-    (tested), so a part that turns out not to look alike (score_choice.pixels_alike_mirrored,
-    decided in choose_views) keeps the size it would have had with one view."""
-    may_mirror = cfg.arch == "cnn" and cfg.views in (AUTO, 2, 4)
-    hint = (AUTO_VIEWS if cfg.views == AUTO else int(cfg.views)) if may_mirror else 1
-    spec, chosen_by = resolve_spec(cfg, hint)
+    """The input spec, the dataset loaded at it, and the pixel mirror check for `--views auto`
+    (score_choice.pixels_alike_mirrored, read by choose_views; None where views cannot be
+    chosen). The input size does not depend on the views: auto's budget holds four of them."""
+    spec, chosen_by = resolve_spec(cfg)
     data = load_dataset(cfg, spec, np.random.default_rng(split_seed), chosen_by)
-    if not (may_mirror and cfg.views == AUTO):
+    if not (cfg.arch == "cnn" and cfg.views == AUTO):
         return spec, data, None
     goods = data.images[data.train_idx[~data.is_defect[data.train_idx]]]
     return spec, data, pixels_alike_mirrored(goods, cfg.seed)

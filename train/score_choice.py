@@ -183,7 +183,6 @@ def choose_fusion(
 
 
 VIEW_MODES = (AUTO, 1, 2, 4)
-AUTO_VIEWS = 2  # what `auto` ships where the part looks alike turned: twice the work, not 4×
 # mirrored good parts must be this hard to tell from good parts (AUROC of their distances) for
 # the part to count as looking alike in every mirror: a surface measured 0.46–0.54, the default
 # line's terminals 1.000 mirrored left/right
@@ -200,6 +199,12 @@ VIEW_MIRRORS = {2: ("both",), 4: ("left/right", "top/bottom", "both")}
 def looks_alike(alike: dict[str, float], views: int) -> bool:
     """Whether the part looks alike in every mirror `views` views embed (mirrored_alike)."""
     return max(alike[k] for k in VIEW_MIRRORS[views]) <= MIRROR_ALIKE
+
+
+def most_views(alike: dict[str, float]) -> int:
+    """The most views whose mirrors all look alike: 4 (a surface), 2 (a part alike only turned
+    half a turn: a Z, an S) or 1 (an oriented part)."""
+    return next((v for v in (4, 2) if looks_alike(alike, v)), 1)
 
 
 def worse_beyond_noise(
@@ -274,38 +279,36 @@ def choose_views(
     the single view's embeddings; `pixels` is pixels_alike_mirrored's answer before training,
     when there was one.
 
-    `auto` ships AUTO_VIEWS when the part looks alike in the mirrors they embed — in its pixels
-    before training (`pixels`), and in the trained embedding: the validation goods, mirrored,
-    are as close to the reference as they are unmirrored (AUROC of the two sets of distances
-    ≤ MIRROR_ALIKE) — and the real validation defects (or, on a good-only line, the whole vote
-    set with its synthetic anomalies) do not separate worse with them beyond what resampling
-    the validation parts explains (worse_beyond_noise). A mirrored terminal is not a terminal
-    (the default line's goods mirrored both ways: AUROC 1.000; with four views its test AUROC
-    would fall 0.9997 → 0.89), a surface is (tile: 0.43–0.54), and there the views average away
-    what one view of a texture gets wrong.
+    `auto` ships the most views whose mirrors the part looks alike in (most_views) — in its
+    pixels before training (`pixels`), and in the trained embedding: the validation goods,
+    mirrored, are as close to the reference as they are unmirrored (AUROC of the two sets of
+    distances ≤ MIRROR_ALIKE) — when the real validation defects (or, on a good-only line, the
+    whole vote set with its synthetic anomalies) do not separate worse with them beyond what
+    resampling the validation parts explains (worse_beyond_noise). A mirrored terminal is not a
+    terminal (the default line's goods mirrored both ways: AUROC 1.000; with four views its test
+    AUROC would fall 0.9997 → 0.89), a surface is (tile: 0.43–0.54), and there the views
+    average away what one view of a texture gets wrong.
 
     Why not ask the validation parts for a gain: 200 of them could not show it. Tile seed 1
     separated its validation parts at 0.9957 with one view and 0.9963 with four, and the earlier
     rule (a gain above 0.001) kept one view: test AUROC 0.9825, where four views give 0.99 on
     every seed (post hoc, docs/architecture-search.md). The synthetic anomalies cannot show it
     either (0.870 → 0.861 on that seed): they are local corruptions one view already sees.
-    Each view costs the network's work once per part, so `auto` ships AUTO_VIEWS: the part and
-    the part turned half a turn (its both-ways mirror), which needs only that mirror to look
-    alike. On the tile's five 120×136 seed networks (post hoc, test AUROC) one view gave
-    0.982–0.989, two 0.988–0.995, four 0.989–0.995: two keep almost all of four's gain at half
-    the cost (embed 500 µs against 969 µs on one thread); `--views 4` asks for all four."""
+    Why four where they look alike: on the tile, two views (the part and the part turned half a
+    turn) left the weakest seeds at 0.985–0.988 test AUROC, four lifted the three seeds measured
+    to 0.9916–0.9957; a narrower branch could not pay for them without losing it again
+    (docs/architecture-search.md), static int8 does (export --quantize auto)."""
     if mode in (1, 2, 4):
         return int(mode), {"chosen": int(mode), "why": f"--views {mode}", "candidates": {}}
-    views, needed = AUTO_VIEWS, " and ".join(VIEW_MIRRORS[AUTO_VIEWS])
     told = "mirrored {} told from unmirrored (AUROC of distances, ≤ {:g} looks alike): {}"
     px = (
         told.format("training goods' pixels", MIRROR_ALIKE, _figures(pixels))
         if pixels is not None
         else ""
     )
-    not_alike = f"1 view: the part does not look alike mirrored {needed}"
-    if pixels is not None and not looks_alike(pixels, views):
-        why = f"{px}; {not_alike}"
+    cap = 4 if pixels is None else most_views(pixels)
+    if cap == 1:
+        why = f"{px}; 1 view: {_not_alike(2)}"
         return 1, {"chosen": 1, "why": why, "mirrored_pixels_auroc": pixels, "candidates": {}}
     p4 = Metric("minkowski", p=4.0)
     ref1 = embed(single, x_ref).mean(axis=0)
@@ -315,6 +318,7 @@ def choose_views(
         lambda t: distances(embed(single, t), ref1, p4),
         d1[vote.good_real],
     )
+    views = max(2, min(cap, most_views(alike)))  # measured even where it cannot ship: the why
     multi = with_views(single, views)
     name = f"{views} views"
     dv = distances(embed(multi, vote.x), embed(multi, x_ref).mean(axis=0), p4)
@@ -331,7 +335,7 @@ def choose_views(
         + (
             f"; {name} cost about {views}× the network's work per part"
             if ships
-            else f"; {not_alike}"
+            else f"; 1 view: {_not_alike(views)}"
             if not alike_enough
             else f"; 1 view: {views} separate the validation parts worse, beyond resampling noise"
         )
@@ -346,6 +350,10 @@ def choose_views(
     if pixels is not None:
         out["mirrored_pixels_auroc"] = pixels
     return out["chosen"], out
+
+
+def _not_alike(views: int) -> str:
+    return "the part does not look alike mirrored " + " and ".join(VIEW_MIRRORS[views])
 
 
 def _figures(alike: dict[str, float]) -> str:
