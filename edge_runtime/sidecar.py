@@ -31,8 +31,12 @@ from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype, Region
 # 6: fusion.novelty.regions, one region per known defect kind (label, center, inv_cov, radius,
 # n). A schema-5 sidecar still loads: its one region (center, inv_cov, radius, n at the top of
 # fusion.novelty) covers every kind.
-SCHEMA_VERSION = 6
-KNOWN_VERSIONS = (1, 2, 3, 4, 5, 6)
+# 7: quantization (informational, what export measured) describes static int8 ("type"
+# int8-static, "added_escapes", bounds "max_added_escapes" and "min_speedup"); the runtime
+# reads the int8 graph like any other. A schema-6 sidecar, with its dynamic-int8 figures, loads
+# as it is.
+SCHEMA_VERSION = 7
+KNOWN_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:

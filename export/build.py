@@ -31,12 +31,20 @@ from export.onnx_convert import DEFAULT_OPSET, quantize_int8, to_onnx_bytes
 MODEL_NAME = "model.onnx"
 MIN_PARITY_IMAGES = 256
 PARITY_TOLERANCE = 1e-4  # largest |Keras − onnxruntime| allowed in any embedding value
-# int8 is kept only if at most this fraction of validation verdicts flips, AUROC drops by at
-# most INT8_MAX_AUROC_DROP (a rejected good part is tolerable, a new escape is not, so both bounds
-# are tight), and a part is judged no slower than with fp32: dynamic quantization turns convs
-# into ConvInteger, which measured several times slower than fp32 here.
-INT8_MAX_FLIP_RATE = 0.005
+# int8 is kept only if at most this fraction of validation verdicts flips, it lets through at
+# most INT8_MAX_ADDED_ESCAPES more defects than fp32 (a rejected good part is tolerable, an
+# escape is not), AUROC drops by at most INT8_MAX_AUROC_DROP, and a part is judged at least
+# INT8_MIN_SPEEDUP times faster than with fp32 (_try_int8).
+INT8_MAX_FLIP_RATE = 0.025
+INT8_MAX_ADDED_ESCAPES = 1
 INT8_MAX_AUROC_DROP = 0.002
+INT8_MIN_SPEEDUP = 1.1
+# --quantize auto tries int8 only for a branch whose fp32 call (batch 1, one thread, this PC)
+# takes at least this long: the 26×36 branch (~40 µs) gained 1.0–1.3× at batch 1 and lost
+# 0.6–0.8× at batch 64 with 3.7% embedding error; the tile's four-view branch (~950 µs) gained
+# 1.32× at an AUROC change of 0.0001 (export.onnx_convert.quantize_int8).
+INT8_AUTO_FROM_US = 300.0
+QUANTIZE_MODES = ("auto", "int8", "off")
 
 
 @dataclass
@@ -140,11 +148,21 @@ def _median_call_us(session, x: np.ndarray, calls: int = 300) -> float:
     return float(np.median(times) / 1e3)
 
 
+def _paired_call_us(a, b, x: np.ndarray, rounds: int = 6) -> tuple[float, float]:
+    """Median batch-1 call of two sessions, timed in alternating rounds so that a busy moment
+    of the PC slows both alike (a ratio of two back-to-back medians swung 1.1–1.4× here)."""
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(_median_call_us(a, x, 50))
+        tb.append(_median_call_us(b, x, 50))
+    return float(np.median(ta)), float(np.median(tb))
+
+
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
     opset: int = DEFAULT_OPSET,
-    quantize: str | None = None,
+    quantize: str = "auto",
     roi: Roi | None = None,
     log=print,
 ) -> ExportResult:
@@ -202,10 +220,18 @@ def export_run(
         )
 
     onnx_out = onnx_fp32
-    if quantize == "int8":
-        onnx_out = _try_int8(onnx_fp32, fp32, x[: len(val["images"])], val, sidecar, log)
-    elif quantize is not None:
-        raise BadInput(f"--quantize {quantize!r}: only 'int8' is supported")
+    if quantize not in QUANTIZE_MODES:
+        raise BadInput(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
+    if quantize != "off":
+        xv = x[: len(val["images"])]
+        us32 = _median_call_us(fp32, xv)
+        if quantize == "int8" or us32 >= INT8_AUTO_FROM_US:
+            onnx_out = _try_int8(onnx_fp32, fp32, xv, val, sidecar, log)
+        else:
+            log(
+                f"export: fp32, {us32:.0f} µs a part here (--quantize auto tries int8 from "
+                f"{INT8_AUTO_FROM_US:.0f} µs; --quantize int8 asks for it)"
+            )
 
     sidecar.model_sha256 = __import__("hashlib").sha256(onnx_out).hexdigest()
     write_model_dir(out_dir, onnx_out, sidecar)
@@ -217,8 +243,16 @@ def export_run(
 
 
 def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar, log) -> bytes:
-    """Quantize, measure on validation, and keep int8 only within the stated bounds."""
-    int8_bytes = quantize_int8(onnx_fp32)
+    """Quantize (ranges calibrated on the validation images), measure on the same images, and
+    keep int8 only within the stated bounds.
+
+    Verdicts are counted by what they cost on the line: int8 moves a part's score by a few
+    percent of the threshold (tile, four views: median 6–8%), so parts near the threshold flip
+    both ways; what may not grow is the escapes (defects fp32 rejects that int8 passes, less
+    those it newly rejects) beyond INT8_MAX_ADDED_ESCAPES, nor the flips beyond
+    INT8_MAX_FLIP_RATE."""
+    log(f"export: int8, calibrating on {len(x)} validation images")
+    int8_bytes = quantize_int8(onnx_fp32, x)
     int8 = _ort_session(int8_bytes)
     e32 = fp32.run(None, {"image": x})[0]
     e8 = int8.run(None, {"image": x})[0]
@@ -226,37 +260,49 @@ def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar
     s32 = part_scores(e32, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     s8 = part_scores(e8, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     y = np.asarray(val["labels"]).astype(str) != "0"
-    flips = int(np.sum((s32 > t) != (s8 > t)))
+    ng32, ng8 = s32 > t, s8 > t
+    flips = int(np.sum(ng32 != ng8))
+    added_escapes = int(np.sum(y & ng32 & ~ng8)) - int(np.sum(y & ~ng32 & ng8))
     a32, a8 = auroc(s32, y), auroc(s8, y)
-    us32, us8 = _median_call_us(fp32, x), _median_call_us(int8, x)
+    us32, us8 = _paired_call_us(fp32, int8, x)
     refusals = [
         why
         for bad, why in (
             (flips / len(x) > INT8_MAX_FLIP_RATE, f"{flips} verdicts flip"),
+            (added_escapes > INT8_MAX_ADDED_ESCAPES, f"{added_escapes} more escapes"),
             (a32 - a8 > INT8_MAX_AUROC_DROP, f"AUROC drops by {a32 - a8:.4f}"),
-            (us8 > us32, f"slower ({us8:.0f} vs {us32:.0f} µs a call)"),
+            (
+                us32 < INT8_MIN_SPEEDUP * us8,
+                f"{us32 / us8:.2f}× as fast, under {INT8_MIN_SPEEDUP:g}×",
+            ),
         )
         if bad
     ]
     kept = not refusals
     sidecar.quantization = {
-        "type": "int8-dynamic",
+        "type": "int8-static",
         "kept": kept,
         "rejected_because": refusals,
         "validation_images": len(x),
         "max_abs_embedding_diff": float(np.max(np.abs(e32 - e8))),
         "verdict_flips": flips,
+        "added_escapes": added_escapes,
         "auroc_fp32": a32,
         "auroc_int8": a8,
         "bytes_fp32": len(onnx_fp32),
         "bytes_int8": len(int8_bytes),
         "median_call_us_fp32": us32,
         "median_call_us_int8": us8,
-        "bounds": {"max_flip_rate": INT8_MAX_FLIP_RATE, "max_auroc_drop": INT8_MAX_AUROC_DROP},
+        "bounds": {
+            "max_flip_rate": INT8_MAX_FLIP_RATE,
+            "max_added_escapes": INT8_MAX_ADDED_ESCAPES,
+            "max_auroc_drop": INT8_MAX_AUROC_DROP,
+            "min_speedup": INT8_MIN_SPEEDUP,
+        },
     }
     log(
         f"export: int8 {'kept' if kept else 'rejected (' + '; '.join(refusals) + ')'}: "
-        f"{flips} verdict flips of {len(x)}, "
+        f"{flips} verdict flips of {len(x)} ({added_escapes:+d} escapes), "
         f"AUROC {a32:.4f} → {a8:.4f}, "
         f"size {len(onnx_fp32) // 1024} → {len(int8_bytes) // 1024} KiB, "
         f"median call {us32:.0f} → {us8:.0f} µs"

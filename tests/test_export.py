@@ -52,10 +52,46 @@ def test_export_cli_writes_both_files(untrained_run, tmp_path, capsys):
 def test_export_int8_records_its_figures(untrained_run, tmp_path):
     from export.build import export_run
 
-    result = export_run(untrained_run, tmp_path / "q", quantize="int8", log=lambda *_: None)
+    lines = []
+    result = export_run(untrained_run, tmp_path / "q", quantize="int8", log=lines.append)
     q = result.sidecar.quantization
-    assert q["type"] == "int8-dynamic" and q["bytes_int8"] < q["bytes_fp32"] / 2
-    load_model_dir(tmp_path / "q")  # whichever was kept, the pair is consistent
+    assert q["type"] == "int8-static" and q["bytes_int8"] < q["bytes_fp32"] / 2
+    assert q["validation_images"] > 0 and 0 <= q["verdict_flips"] <= q["validation_images"]
+    assert q["kept"] == (not q["rejected_because"]) and "min_speedup" in q["bounds"]
+    assert any(line.startswith("export: int8 kept" if q["kept"] else "export: int8 rejected")
+               for line in lines)  # fmt: skip
+    model = load_model_dir(tmp_path / "q")  # whichever was kept, the pair is consistent
+    ops = {n.op_type for n in __import__("onnx").load(tmp_path / "q" / "model.onnx").graph.node}
+    assert ("QLinearConv" in ops or "QLinearMatMul" in ops) == q["kept"], ops
+    assert model.sidecar.schema_version == 7
+
+
+def test_auto_keeps_a_fast_branch_in_fp32_and_a_bad_mode_is_one_line(untrained_run, tmp_path):
+    """The untrained 26×36 branch embeds in tens of µs: `auto` does not try int8 there (it
+    gained 1.0–1.3× at batch 1 and lost at batch 64); an unknown mode is refused."""
+    from export.build import export_run
+
+    lines = []
+    result = export_run(untrained_run, tmp_path / "a", log=lines.append)
+    assert result.sidecar.quantization == {}
+    assert any("--quantize auto tries int8 from" in line for line in lines), lines
+    with pytest.raises(BadInput, match="--quantize 'int4': use one of auto, int8, off"):
+        export_run(untrained_run, tmp_path / "b", quantize="int4", log=lambda *_: None)
+
+
+def test_schema_6_sidecar_with_dynamic_int8_figures_loads(untrained_model_dir, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(untrained_model_dir, old)
+    d = json.loads((old / "model.json").read_text())
+    d["schema_version"] = 6
+    d["quantization"] = {"type": "int8-dynamic", "kept": False, "rejected_because": ["slower"],
+                         "bounds": {"max_flip_rate": 0.005, "max_auroc_drop": 0.002}}  # fmt: skip
+    (old / "model.json").write_text(json.dumps(d))
+    model = load_model_dir(old)
+    assert model.sidecar.schema_version == 6
+    assert model.sidecar.quantization["type"] == "int8-dynamic"
+    x = np.zeros((2, *model.spec.tensor_shape(2)[1:]), np.float32)
+    assert np.isfinite(model.score_batch(x)).all()
 
 
 def test_failure_between_the_two_files_keeps_the_old_pair(
