@@ -7,7 +7,8 @@ stability across seeds; and the speed at the tile's auto input size against a 26
 Writes (or replaces) the section between the markers below in BENCHMARKS.md, and the figures as
 JSON in results/benchmarks-surface.json. Generates its own data and trains its own models
 (15–20 min a seed on a shared 2-core box); an interrupted run is resumed from the seeds whose
-model and evaluation are already in --work.
+model and evaluation are already in --work, and a seed whose training finished is exported and
+evaluated again without retraining.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ def run_twinspect(
     if reused:  # done by an earlier, interrupted run
         _log(f"  {name}: reusing {model} and {ev}")
     else:
-        twinspect("train", "--data", str(train_data or data), "--out", str(run),
-                  "--seed", str(seed), "--quiet", *extra)  # fmt: skip
+        if (run / "report.md").is_file():  # written last: trained before the interruption
+            _log(f"  {name}: reusing the trained {run}")
+        else:
+            twinspect("train", "--data", str(train_data or data), "--out", str(run),
+                      "--seed", str(seed), "--quiet", *extra)  # fmt: skip
         twinspect("export", "--run", str(run), "--out", str(model))
         twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
                   "--json", str(ev))  # fmt: skip
