@@ -47,10 +47,11 @@ def run_twinspect(
     ev = work / f"eval-{name}.json"
     t0 = time.perf_counter()
     reused = ev.is_file() and (model / "model.json").is_file()
+    trained_before = reused or (run / "report.md").is_file()  # report.md: train's last file
     if reused:  # done by an earlier, interrupted run
         _log(f"  {name}: reusing {model} and {ev}")
     else:
-        if (run / "report.md").is_file():  # written last: trained before the interruption
+        if trained_before:  # trained before the interruption: exported and evaluated now
             _log(f"  {name}: reusing the trained {run}")
         else:
             twinspect("train", "--data", str(train_data or data), "--out", str(run),
@@ -67,6 +68,7 @@ def run_twinspect(
         "name": name,
         "seed": seed,
         "reused": reused,
+        "trained_before": trained_before,
         "input": f"{side['input']['height']}×{side['input']['width']}",
         "train_seconds": round(seconds, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -153,6 +155,13 @@ def markdown(res: dict) -> str:
             "",
             f"Reused from earlier runs of this command in its work folder (trained then, not in "
             f"the minutes above): {', '.join(reused)}.",
+        ]
+    again = [r["name"] for r in every if r.get("trained_before") and not r.get("reused")]
+    if again:
+        lines += [
+            "",
+            f"Trained by an earlier, interrupted run of this command, exported and evaluated in "
+            f"this one: {', '.join(again)}.",
         ]
     acc = np.array([r["accuracy"] for r in runs])
     au = np.array([r["auroc"] for r in runs])
