@@ -37,6 +37,10 @@ from edge_runtime.sources import Frame, open_source, read_image
 from edge_runtime.verbs import Verb
 
 TARGETS = {"p50_us": 100.0, "p99_us": 250.0, "batch64_per_s": 20000.0, "keras_ratio": 100.0}
+# An input above SMALL_SIDE px a side (the scaled network, a photographed part) has the edge
+# budget of one millisecond a part instead of the 26×36 terminal's 100 µs (issue 9's target).
+SMALL_SIDE = 48
+LARGE_TARGETS = {"p50_us": 1000.0, "p99_us": 2500.0, "batch64_per_s": 1000.0, "keras_ratio": 100.0}
 TARGET_RSS_MB = 150.0
 MAX_FRAMES = 300  # distinct decoded frames kept in memory and cycled through
 
@@ -245,6 +249,7 @@ def bench(args: argparse.Namespace) -> dict:
         "roi": roi.to_dict() if roi else None,
         "frame_shape": list(frames[0].shape),
         "input": f"{model.spec.height}×{model.spec.width}×{model.spec.channels}",
+        "targets": targets_for(model.spec.size),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "session": {"threads": args.threads, "spin": args.spin, "io": "IOBinding, buffers once"},
         "load_ms": {"median": float(np.median(loads)), "all": loads},
@@ -303,8 +308,14 @@ def _runnable(source: str) -> bool:
         return False
 
 
+def targets_for(size: tuple[int, int]) -> dict[str, float]:
+    """The speed targets a model of this input size is held to."""
+    return TARGETS if max(size) <= SMALL_SIDE else LARGE_TARGETS
+
+
 def format_result(r: dict) -> str:
     lat, thr = r["latency_us"], r["throughput"]
+    tg = r.get("targets", TARGETS)
 
     def mark(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -323,13 +334,14 @@ def format_result(r: dict) -> str:
         lines.append(f"    {k:<32} {v['p50']:>8.1f} {v['p99']:>8.1f} {v['mean']:>8.1f}")
     t = lat["total"]
     lines.append(
-        f"    target p50 ≤ {TARGETS['p50_us']:.0f} µs: {mark(t['p50'] <= TARGETS['p50_us'])}; "
-        f"p99 ≤ {TARGETS['p99_us']:.0f} µs: {mark(t['p99'] <= TARGETS['p99_us'])}"
+        f"    target p50 ≤ {tg['p50_us']:,.0f} µs: {mark(t['p50'] <= tg['p50_us'])}; "
+        f"p99 ≤ {tg['p99_us']:,.0f} µs: {mark(t['p99'] <= tg['p99_us'])}"
     )
-    ok = thr["parts_per_s"] >= TARGETS["batch64_per_s"]
+    ok = thr["parts_per_s"] >= tg["batch64_per_s"]
     lines.append(
         f"  throughput at batch {thr['batch']}: {thr['parts_per_s']:,.0f} parts/s "
-        f"({thr['parts']} parts, end to end from decoded frames; target ≥ 20,000: {mark(ok)})"
+        f"({thr['parts']} parts, end to end from decoded frames; "
+        f"target ≥ {tg['batch64_per_s']:,.0f}: {mark(ok)})"
     )
     hm = r.get("heatmap_ms")
     if hm:
@@ -350,7 +362,7 @@ def format_result(r: dict) -> str:
     k = r.get("keras_per_image")
     if k is not None:
         if "ratio_p50" in k:
-            ok = k["ratio_p50"] >= TARGETS["keras_ratio"]
+            ok = k["ratio_p50"] >= tg["keras_ratio"]
             lines.append(
                 f"  Keras predict per image (notebook way, {k['n']} images): p50 "
                 f"{k['p50_us']:,.0f} µs, p99 {k['p99_us']:,.0f} µs → edge is "

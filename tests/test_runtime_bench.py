@@ -24,6 +24,34 @@ def test_bench_reports_every_figure(untrained_model_dir, tmp_path, capsys):
     assert r["load_ms"]["median"] > 0 and r["edge_process"]["peak_rss_mb"] > 0
     printed = capsys.readouterr().out
     assert "p50" in printed and "parts/s" in printed and "peak RSS" in printed
+    assert r["targets"]["p50_us"] == 100.0 and "target p50 ≤ 100 µs" in printed  # a 26×36 model
+
+
+def test_a_photographed_part_is_held_to_the_millisecond_budget():
+    """Above 48 px a side (the scaled network) the budget is 1 ms a part, not the terminal's
+    100 µs, and the printed verdict follows the model's own targets."""
+    from edge_runtime.bench import format_result, targets_for
+
+    assert (
+        targets_for((26, 36)) == {**targets_for((48, 48))}
+        and targets_for((26, 36))["p50_us"] == 100
+    )
+    big = targets_for((120, 136))
+    assert big["p50_us"] == 1000.0 and big["batch64_per_s"] == 1000.0
+    stage = {"p50": 800.0, "p99": 1500.0, "mean": 850.0}
+    stages = {k: stage for k in ("preprocess", "embed", "score", "total")}
+    r = {
+        "model": "m", "input": "120×136×1", "data": "d", "roi": None, "targets": big,
+        "session": {"threads": 1, "spin": False, "io": "IOBinding"}, "machine": {"cpus": 2},
+        "load_ms": {"median": 5.0},
+        "latency_us": {"parts": 10, **stages},
+        "throughput": {"batch": 64, "parts": 640, "parts_per_s": 1100.0},
+    }  # fmt: skip
+    text = format_result(r)
+    assert "target p50 ≤ 1,000 µs: met; p99 ≤ 2,500 µs: met" in text
+    assert "target ≥ 1,000: met" in text
+    r["latency_us"]["total"] = {"p50": 1200.0, "p99": 3000.0, "mean": 1300.0}
+    assert "target p50 ≤ 1,000 µs: MISSED" in format_result(r)
 
 
 def test_crop_before_gray_gives_the_same_patch():
