@@ -294,10 +294,11 @@ def choose_views(
     rule (a gain above 0.001) kept one view: test AUROC 0.9825, where four views give 0.99 on
     every seed (post hoc, docs/architecture-search.md). The synthetic anomalies cannot show it
     either (0.870 → 0.861 on that seed): they are local corruptions one view already sees.
-    Why four where they look alike: on the tile, two views (the part and the part turned half a
-    turn) left the weakest seeds at 0.985–0.988 test AUROC, four lifted the three seeds measured
-    to 0.9916–0.9957; a narrower branch could not pay for them without losing it again
-    (docs/architecture-search.md), static int8 does (export --quantize auto)."""
+    Why four where they look alike: on the tile with the default commands, five seeds gave
+    0.985–0.993 test AUROC with two views (the part and the part turned half a turn) and
+    0.988–0.996 with four (BENCHMARKS.md); a narrower branch could not pay for the two extra
+    views without losing what they gain (docs/architecture-search.md), static int8 does
+    (export --quantize auto)."""
     if mode in (1, 2, 4):
         return int(mode), {"chosen": int(mode), "why": f"--views {mode}", "candidates": {}}
     told = "mirrored {} told from unmirrored (AUROC of distances, ≤ {:g} looks alike): {}"
