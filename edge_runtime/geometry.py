@@ -53,26 +53,24 @@ def typical_size(sizes: list[tuple[int, int]]) -> tuple[float, float]:
     return math.sqrt(area * aspect), math.sqrt(area / aspect)
 
 
-def auto_input_size(
-    sizes: list[tuple[int, int]], max_area: int = MAX_AUTO_AREA, min_side: int = MIN_SIDE
-) -> tuple[int, int]:
+def auto_input_size(sizes: list[tuple[int, int]], min_side: int = MIN_SIDE) -> tuple[int, int]:
     """The input size `auto` picks for images of these (h, w) sizes.
 
     Images of one size that fits the budget keep it exactly (the default line's 26×36 stays
     26×36); otherwise the typical shape is scaled into the budget and rounded to multiples of 8.
     """
-    if len(set(sizes)) == 1 and sizes[0][0] * sizes[0][1] <= max_area:
+    if len(set(sizes)) == 1 and sizes[0][0] * sizes[0][1] <= MAX_AUTO_AREA:
         h, w = sizes[0]
         if min(h, w) >= min_side:
             return int(h), int(w)
     th, tw = typical_size(sizes)
-    s = min(1.0, math.sqrt(max_area / (th * tw)))
+    s = min(1.0, math.sqrt(MAX_AUTO_AREA / (th * tw)))
     s = max(s, min_side / min(th, tw))  # enlarge a tiny part to the network's minimum
     h, w = th * s, tw * s
     if s < 1.0 or len(set(sizes)) > 1:
         h = max(min_side, ROUND_TO * math.floor(h / ROUND_TO + 0.5))
         w = max(min_side, ROUND_TO * math.floor(w / ROUND_TO + 0.5))
-        while h * w > max_area and max(h, w) > min_side:  # rounding up must not break budget
+        while h * w > MAX_AUTO_AREA and max(h, w) > min_side:  # rounding up must not break budget
             if h >= w:
                 h -= ROUND_TO
             else:

@@ -231,10 +231,11 @@ def export_run(
     if quantize not in QUANTIZE_MODES:
         raise BadInput(f"--quantize {quantize!r}: use one of {', '.join(QUANTIZE_MODES)}")
     if quantize != "off":
-        xv = x[: len(val["images"])]
-        us32 = _median_call_us(fp32, xv)
+        n = len(val["images"])  # x starts with the validation images (parity_images)
+        us32 = _median_call_us(fp32, x[:n])
         if quantize == "int8" or us32 >= INT8_AUTO_FROM_US:
-            onnx_out = _try_int8(onnx_fp32, fp32, xv, val, sidecar, log)
+            fp32_val = (ort_emb[:n], s_ort[:n])  # parity already embedded and scored them
+            onnx_out = _try_int8(onnx_fp32, fp32, x[:n], fp32_val, val, sidecar, log)
         else:
             log(
                 f"export: fp32, {us32:.0f} µs a part here (--quantize auto tries int8 from "
@@ -250,9 +251,18 @@ def export_run(
     return ExportResult(out_dir, sidecar, len(onnx_out))
 
 
-def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar, log) -> bytes:
-    """Quantize (ranges calibrated on the validation images), measure on the same images, and
-    keep int8 only within the stated bounds.
+def _try_int8(
+    onnx_fp32: bytes,
+    fp32,
+    x: np.ndarray,
+    fp32_val: tuple[np.ndarray, np.ndarray],
+    val: dict,
+    sidecar: Sidecar,
+    log,
+) -> bytes:
+    """Quantize (ranges calibrated on the validation images `x`), measure on the same images
+    against fp32's embeddings and scores of them (`fp32_val`), and keep int8 only within the
+    stated bounds.
 
     Verdicts are counted by what they cost on the line: int8 moves a part's score by a few
     percent of the threshold (tile, four views: median 6–8%), so parts near the threshold flip
@@ -262,10 +272,9 @@ def _try_int8(onnx_fp32: bytes, fp32, x: np.ndarray, val: dict, sidecar: Sidecar
     log(f"export: int8, calibrating on {len(x)} validation images")
     int8_bytes = quantize_int8(onnx_fp32, x)
     int8 = _ort_session(int8_bytes)
-    e32 = fp32.run(None, {"image": x})[0]
+    e32, s32 = fp32_val
     e8 = int8.run(None, {"image": x})[0]
     sc, t = sidecar, sidecar.threshold.value
-    s32 = part_scores(e32, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     s8 = part_scores(e8, x, sc.reference.vector, sc.metric, sc.fusion, sc.input)
     y = np.asarray(val["labels"]).astype(str) != "0"
     ng32, ng8 = s32 > t, s8 > t
