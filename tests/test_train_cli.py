@@ -161,6 +161,21 @@ def test_same_seed_same_reference_vector(run, line, tmp_path):
 
 
 @pytest.mark.slow
+def test_averaged_weights_are_recorded_and_differ_from_the_last_epochs(run, line, tmp_path, capsys):
+    averaged = tmp_path / "averaged"
+    args = ["train", "--data", str(line), "--out", str(averaged), "--seed", "1", *TINY]
+    assert main([*args, "--average-last", "3"]) == 0
+    metrics = json.loads((averaged / "metrics.json").read_text())
+    assert metrics["averaged_epochs"] == 3
+    assert "weights: the mean of the last 3 epochs' (--average-last)" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["averaged_epochs"] == 1  # the mlp
+    assert "weights are the mean of the last 3 epochs'" in (averaged / "report.md").read_text()
+    a = json.loads((run / "reference.json").read_text())["reference"]["vector"]
+    b = json.loads((averaged / "reference.json").read_text())["reference"]["vector"]
+    assert not np.allclose(a, b)  # same seed, same pairs: only the averaging differs
+
+
+@pytest.mark.slow
 def test_audit_then_retrain_without_the_listed_records_and_holdout(run, line, tmp_path, capsys):
     out = tmp_path / "audit.csv"
     args = ["audit", "--run", str(run), "--data", str(line), "--out", str(out), "--top", "10"]
@@ -218,6 +233,7 @@ def test_unknown_metric_policy_and_arch(capsys, existing_run, line):
     _fails(capsys, [*base, "--n-ref", "some"], "--n-ref")
     _fails(capsys, [*base, "--arch", "mlp", "--views", "4"], "--views 4 needs --arch cnn")
     _fails(capsys, [*base, "--metric", "auto", "--n-ref", "1"], "--metric auto needs --n-ref")
+    _fails(capsys, [*base, "--average-last", "31"], "--average-last must be between 0 and")
     _untouched(existing_run)
 
 

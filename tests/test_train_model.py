@@ -117,3 +117,39 @@ def test_mirror_views_embed_the_mirrors_side_by_side_through_save_and_onnx(tmp_p
     assert with_views(single, 1) is single
     with pytest.raises(ValueError, match="views must be 1, 2 or 4"):
         with_views(single, 3)
+
+
+def test_weight_average_ships_the_mean_of_the_last_epochs():
+    from train.fit import WeightAverage
+
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()]
+    )
+    shapes = [w.shape for w in model.get_weights()]
+    average = WeightAverage(epochs=5, last=3)
+    for epoch in range(5):  # epoch e's weights all equal e: the last three average to 3
+        model.set_weights([np.full(s, float(epoch), np.float32) for s in shapes])
+        average.add(epoch, model)
+    average.apply(model)
+    assert average.n == 3
+    assert all(np.allclose(w, 3.0) and w.dtype == np.float32 for w in model.get_weights())
+
+    last_only = WeightAverage(epochs=5, last=1)  # 1 or 0: the last epoch's weights, untouched
+    model.set_weights([np.full(s, 9.0, np.float32) for s in shapes])
+    last_only.add(4, model)
+    last_only.apply(model)
+    assert last_only.n == 0 and all(np.allclose(w, 9.0) for w in model.get_weights())
+
+
+def test_weights_are_averaged_by_default_for_the_scaled_network_only():
+    from edge_runtime.preprocess import InputSpec
+    from train.fit import TrainConfig, average_last_default, is_scaled
+
+    cfg = TrainConfig(data="unused", out="unused")
+    small, large = input_spec("cnn", (26, 36)), input_spec("cnn", (120, 136))
+    assert not is_scaled(cfg, small) and is_scaled(cfg, large)
+    assert average_last_default(cfg, is_scaled(cfg, large)) == cfg.epochs // 3 == 10
+    assert average_last_default(cfg, is_scaled(cfg, small)) == 0
+    asked = TrainConfig(data="unused", out="unused", average_last=4)
+    assert average_last_default(asked, True) == average_last_default(asked, False) == 4
+    assert not is_scaled(TrainConfig(data="u", out="u", arch="mlp"), InputSpec(120, 136))

@@ -120,6 +120,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "above 48 px, 0 for the small network",
     )
     p.add_argument(
+        "--average-last",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ship the mean of the last N epochs' weights (0: the last epoch's); default a third "
+        "of the epochs for inputs above 48 px, 0 for the small network",
+    )
+    p.add_argument(
         "--views",
         default="auto",
         choices=("auto", "1", "2", "4"),
@@ -155,6 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         fit=args.fit,
         channels=args.channels,
         synthetic=args.synthetic,
+        average_last=args.average_last,
         views=args.views if args.views == "auto" else int(args.views),
         quiet=args.quiet,
     )

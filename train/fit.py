@@ -89,6 +89,9 @@ class TrainConfig:
     # share of the good-vs-defect pairs whose defect is a synthetic anomaly made from a good
     # training image (train/anomalies.py); None: the measured default for the data
     synthetic: float | None = None
+    # the shipped weights are the mean of the last N epochs' (N = 0: the last epoch's alone);
+    # None: the measured default for the network (average_last_default)
+    average_last: int | None = None
     # mirror views side by side in the shipped embedding (train.model.with_views): 1, 4, or
     # "auto" (train.score_choice.choose_views; the mlp has no picture to mirror: 1)
     views: int | str = AUTO
@@ -134,6 +137,11 @@ class TrainConfig:
             raise BadInput(f"--synthetic must be a fraction in [0, 1], got {self.synthetic}")
         if self.learning_rate <= 0:
             raise BadInput(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.average_last is not None and not 0 <= self.average_last <= self.epochs:
+            raise BadInput(
+                f"--average-last must be between 0 and --epochs ({self.epochs}), "
+                f"got {self.average_last}"
+            )
         parse_input_size(self.input_size)
         if self.fit not in FITS:
             raise BadInput(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}")
@@ -387,7 +395,7 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
     keras = require_keras()
     import tensorflow as tf
 
-    from train.model import ContrastiveLoss, build_embedding, build_twin, cnn_plan
+    from train.model import ContrastiveLoss, build_embedding, build_twin
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
@@ -409,10 +417,11 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
     history: dict[str, list[float]] = {"loss": [], "val_loss": []}
     verbose = _verbosity(cfg)
     callbacks = [_progress_bar(keras, cfg.epochs)] if verbose else []
-    scaled = cfg.arch == "cnn" and cnn_plan(spec)["design"] == "scaled"
+    scaled = is_scaled(cfg, spec)
     synthetic = 1.0 if good_only else synthetic_share(cfg, scaled)
     min_pairs = MIN_PAIRS_PER_EPOCH_SCALED if scaled else MIN_PAIRS_PER_EPOCH
     train_goods = data.images[data.train_idx[~is_defect[data.train_idx]]]
+    average = WeightAverage(cfg.epochs, average_last_default(cfg, scaled))
     for epoch in range(cfg.epochs):
         draw = lambda: epoch_pairs(  # noqa: E731 — fresh pairs every epoch
             is_defect[data.train_idx], pair_rng, synthetic_negatives=good_only
@@ -444,7 +453,53 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
         )
         for k in history:
             history[k].extend(float(v) for v in h.history[k])
+        average.add(epoch, embedding)
+    average.apply(embedding)
     return twin, embedding, history, val_pairs, val_x
+
+
+def is_scaled(cfg: TrainConfig, spec: InputSpec) -> bool:
+    """Whether the run trains the scaled cnn (inputs above 48 px), whose defaults differ."""
+    from train.model import cnn_plan
+
+    return cfg.arch == "cnn" and cnn_plan(spec)["design"] == "scaled"
+
+
+def average_last_default(cfg: TrainConfig, scaled: bool) -> int:
+    """--average-last, or the default: the last third of the epochs for the scaled cnn, whose
+    single runs on a textured part differ by seed more than by any recipe change measured
+    (docs/architecture-search.md), none for the small design whose measured default line it
+    would change."""
+    if cfg.average_last is not None:
+        return cfg.average_last
+    return cfg.epochs // 3 if scaled else 0
+
+
+class WeightAverage:
+    """The running mean of the embedding's weights over the last `last` epochs (stochastic
+    weight averaging at a constant rate): one network, so no cost on the line, that sits in the
+    middle of the region the last epochs wander through instead of wherever the last one
+    stopped. BatchNorm's moving statistics are averaged with the weights."""
+
+    def __init__(self, epochs: int, last: int) -> None:
+        self.first = epochs - last
+        self.last = last
+        self.sum: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, epoch: int, embedding) -> None:
+        if self.last < 2 or epoch < self.first:
+            return
+        weights = [np.asarray(w, dtype=np.float64) for w in embedding.get_weights()]
+        self.sum = [a + b for a, b in zip(self.sum, weights, strict=True)] if self.n else weights
+        self.n += 1
+
+    def apply(self, embedding) -> None:
+        if self.n:
+            dtypes = [w.dtype for w in embedding.get_weights()]
+            embedding.set_weights(
+                [(a / self.n).astype(t) for a, t in zip(self.sum, dtypes, strict=True)]
+            )
 
 
 def resolve_policy(cfg: TrainConfig, policy: Policy, good_only: bool) -> Policy:
@@ -654,6 +709,8 @@ def train(cfg: TrainConfig) -> Result:
         },
         "holdout": None,
         "loss": {"train": history["loss"], "val": history["val_loss"]},
+        # the shipped weights are the mean of this many last epochs' (1: the last epoch's)
+        "averaged_epochs": max(1, average_last_default(cfg, is_scaled(cfg, spec))),
         "train_seconds": round(train_seconds, 2),
         "n_train": int(data.train_idx.size),
         "n_val": int(data.val_idx.size),

@@ -148,6 +148,11 @@ def summary_lines(r) -> list[str]:
         ),
         *([f"  views {m['views']['chosen']}: {m['views']['why']}"] if m.get("views") else []),
         *(
+            [f"  weights: the mean of the last {m['averaged_epochs']} epochs' (--average-last)"]
+            if m.get("averaged_epochs", 1) > 1
+            else []
+        ),
+        *(
             [f"  pixel residual {m['residual']['chosen']}: {m['residual']['why']}"]
             if m.get("residual")
             else []
@@ -224,7 +229,13 @@ def markdown(r) -> str:
     out += [
         "",
         f"Training took {m['train_seconds']:.0f} s; final loss {r.history['loss'][-1]:.4f} "
-        f"(train pairs), {r.history['val_loss'][-1]:.4f} (validation pairs).",
+        f"(train pairs), {r.history['val_loss'][-1]:.4f} (validation pairs)"
+        + (
+            f"; the shipped weights are the mean of the last {m['averaged_epochs']} epochs' "
+            "(`--average-last`)."
+            if m.get("averaged_epochs", 1) > 1
+            else "."
+        ),
         "",
         "![reference distance](scores.png) ![ROC](roc.png)",
         "",
