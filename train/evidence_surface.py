@@ -59,7 +59,8 @@ def run_twinspect(
         twinspect("export", "--run", str(run), "--out", str(model))
         twinspect("eval", "--model", str(model), "--data", str(data), "--split", "test",
                   "--json", str(ev))  # fmt: skip
-    seconds = json.loads((run / "metrics.json").read_text()).get("train_seconds", 0.0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    seconds = metrics.get("train_seconds", 0.0)
     config = json.loads((run / "config.json").read_text())
     e = json.loads(ev.read_text())
     side = json.loads((model / "model.json").read_text())
@@ -79,7 +80,8 @@ def run_twinspect(
         # as the run recorded them: a reused run may predate today's defaults
         "settings": f"reference of {config.get('n_ref') or 'every'} good image(s), "
         f"--metric {config.get('metric')}, --residual {config.get('residual', 'off')} → "
-        f"{score_label(side)}",
+        f"{score_label(side)}, views {(metrics.get('views') or {}).get('chosen', 1)}, "
+        f"weights the mean of the last {metrics.get('averaged_epochs', 1)} epoch(s)",
         "overkill_rate": e["overkill_rate"],
         "per_label": {k: v["auroc"] for k, v in e.get("per_label", {}).items()},
         "threshold": side["threshold"]["value"],
@@ -160,8 +162,9 @@ def markdown(res: dict) -> str:
     if again:
         lines += [
             "",
-            f"Trained by an earlier, interrupted run of this command, exported and evaluated in "
-            f"this one: {', '.join(again)}.",
+            f"Trained before this run by the same train command in its work folder (an earlier, "
+            f"interrupted run, or ahead of it; not in the minutes above), exported and evaluated "
+            f"in this one: {', '.join(again)}.",
         ]
     acc = np.array([r["accuracy"] for r in runs])
     au = np.array([r["auroc"] for r in runs])
