@@ -35,8 +35,11 @@ from edge_runtime.scoring import Fusion, Metric, Novelty, Prototype, Region
 # int8-static, "added_escapes", bounds "max_added_escapes" and "min_speedup"); the runtime
 # reads the int8 graph like any other. A schema-6 sidecar, with its dynamic-int8 figures, loads
 # as it is.
-SCHEMA_VERSION = 7
-KNOWN_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+# 8: quantization.float_ops (informational): the op types static int8 left in float after the
+# last convolution (the pooling, the concat, the embedding's MatMul). A schema-7 sidecar loads
+# as it is: its int8 graph quantized those too.
+SCHEMA_VERSION = 8
+KNOWN_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def input_block(spec: InputSpec, name: str = "image") -> dict:

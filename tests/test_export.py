@@ -62,8 +62,43 @@ def test_export_int8_records_its_figures(untrained_run, tmp_path):
                for line in lines)  # fmt: skip
     model = load_model_dir(tmp_path / "q")  # whichever was kept, the pair is consistent
     ops = {n.op_type for n in __import__("onnx").load(tmp_path / "q" / "model.onnx").graph.node}
-    assert ("QLinearConv" in ops or "QLinearMatMul" in ops) == q["kept"], ops
-    assert model.sidecar.schema_version == 7
+    assert ("QLinearMatMul" in ops) == q["kept"], ops  # the mlp: no convolution, no float head
+    assert q["float_ops"] == []
+    assert model.sidecar.schema_version == 8
+
+
+def test_int8_quantizes_the_convolutions_and_leaves_the_head_in_float(tmp_path):
+    """What static int8 makes of the scaled branch: QLinearConv for every convolution (its ReLU
+    absorbed), the pooling, concat and embedding MatMul after the last one in float, and
+    embeddings that follow fp32's."""
+    import onnx
+    import onnxruntime as ort
+    from conftest import write_untrained_run
+
+    from export.build import export_run
+    from export.onnx_convert import quantize_int8
+    from train.model import input_spec
+
+    spec = input_spec("cnn", (56, 64))  # the scaled network: global max and mean pooling
+    run = write_untrained_run(tmp_path / "run", arch="cnn", n_val=40, spec=spec)
+    export_run(run, tmp_path / "fp32", quantize="off", log=lambda *_: None)
+    fp32 = (tmp_path / "fp32" / "model.onnx").read_bytes()
+    with np.load(run / "validation.npz") as z:
+        x = to_tensor(z["images"], spec)
+    int8, float_ops = quantize_int8(fp32, x)
+
+    def ops(graph: bytes) -> list[str]:
+        return [n.op_type for n in onnx.load_from_string(graph).graph.node]
+
+    assert ops(int8).count("QLinearConv") == ops(fp32).count("Conv") > 0
+    assert "Conv" not in ops(int8) and "Relu" not in ops(int8)
+    assert {"GlobalAveragePool", "Concat", "MatMul"} <= set(float_ops) <= set(ops(int8))
+    assert not [op for op in ops(int8) if op in ("QLinearMatMul", "QLinearGlobalAveragePool")]
+    e32, e8 = (
+        ort.InferenceSession(g, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+        for g in (fp32, int8)
+    )
+    assert np.corrcoef(e32.ravel(), e8.ravel())[0, 1] > 0.99
 
 
 def test_auto_keeps_a_fast_branch_in_fp32_and_a_bad_mode_is_one_line(untrained_run, tmp_path):
@@ -79,17 +114,27 @@ def test_auto_keeps_a_fast_branch_in_fp32_and_a_bad_mode_is_one_line(untrained_r
         export_run(untrained_run, tmp_path / "b", quantize="int4", log=lambda *_: None)
 
 
-def test_schema_6_sidecar_with_dynamic_int8_figures_loads(untrained_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    "version, quantization",
+    [
+        (6, {"type": "int8-dynamic", "kept": False, "rejected_because": ["slower"],
+             "bounds": {"max_flip_rate": 0.005, "max_auroc_drop": 0.002}}),
+        (7, {"type": "int8-static", "kept": True, "rejected_because": [], "added_escapes": 0,
+             "bounds": {"max_added_escapes": 1, "min_speedup": 1.1}}),  # no float_ops
+    ],
+)  # fmt: skip
+def test_older_sidecars_with_their_int8_figures_load(
+    untrained_model_dir, tmp_path, version, quantization
+):
     old = tmp_path / "old"
     shutil.copytree(untrained_model_dir, old)
     d = json.loads((old / "model.json").read_text())
-    d["schema_version"] = 6
-    d["quantization"] = {"type": "int8-dynamic", "kept": False, "rejected_because": ["slower"],
-                         "bounds": {"max_flip_rate": 0.005, "max_auroc_drop": 0.002}}  # fmt: skip
+    d["schema_version"] = version
+    d["quantization"] = quantization
     (old / "model.json").write_text(json.dumps(d))
     model = load_model_dir(old)
-    assert model.sidecar.schema_version == 6
-    assert model.sidecar.quantization["type"] == "int8-dynamic"
+    assert model.sidecar.schema_version == version
+    assert model.sidecar.quantization == quantization
     x = np.zeros((2, *model.spec.tensor_shape(2)[1:]), np.float32)
     assert np.isfinite(model.score_batch(x)).all()
 
