@@ -80,8 +80,8 @@ def run_twinspect(
         # as the run recorded them: a reused run may predate today's defaults
         "settings": f"reference of {config.get('n_ref') or 'every'} good image(s), "
         f"--metric {config.get('metric')}, --residual {config.get('residual', 'off')} → "
-        f"{score_label(side)}, views {(metrics.get('views') or {}).get('chosen', 1)}, "
-        f"weights the mean of the last {metrics.get('averaged_epochs', 1)} epoch(s)",
+        f"{score_label(side)}, weights the mean of the last "
+        f"{metrics.get('averaged_epochs', 1)} epoch(s)",
         "overkill_rate": e["overkill_rate"],
         "per_label": {k: v["auroc"] for k, v in e.get("per_label", {}).items()},
         "threshold": side["threshold"]["value"],
@@ -89,7 +89,15 @@ def run_twinspect(
         "expected_escape": cal.get("escape_range"),
         "expected_overkill": cal.get("overkill_range"),
         "model": str(model),
+        "int8": _int8_line(side.get("quantization") or {}),
     }
+
+
+def _int8_line(q: dict) -> str:
+    """What export's --quantize auto made of the run: 'int8', 'fp32 (why)', or 'fp32'."""
+    if not q:
+        return "fp32"
+    return "int8" if q.get("kept") else f"fp32 (int8 {'; '.join(q.get('rejected_because', []))})"
 
 
 def run_baselines(data: Path, seed: int) -> list[dict]:
@@ -150,6 +158,9 @@ def markdown(res: dict) -> str:
     settings = sorted({r.get("settings") for r in runs if r.get("settings")})
     if settings:
         lines += ["", "twinspect runs as recorded in their config.json: " + "; ".join(settings)]
+    shipped = [f"seed {r['seed']} {r['int8']}" for r in runs if r.get("int8")]
+    if shipped:
+        lines += ["", "What export shipped (`--quantize auto`): " + "; ".join(shipped) + "."]
     every = [*runs, *res.get("fixed", []), *([res["good_only"]] if res.get("good_only") else [])]
     reused = [r["name"] for r in every if r.get("reused")]
     if reused:
