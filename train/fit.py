@@ -389,7 +389,7 @@ def augment(images: np.ndarray, rng: np.random.Generator, shift: int = 0) -> np.
 
 def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, seeds) -> tuple:
     """Train the twin on fresh random pairs every epoch; return (twin, embedding, history,
-    validation pairs)."""
+    validation pairs, their tensors, how many epochs' weights the embedding averages)."""
     from train import require_keras
 
     keras = require_keras()
@@ -455,7 +455,7 @@ def fit_twin(cfg: TrainConfig, spec: InputSpec, x: np.ndarray, data: Dataset, se
             history[k].extend(float(v) for v in h.history[k])
         average.add(epoch, embedding)
     average.apply(embedding)
-    return twin, embedding, history, val_pairs, val_x
+    return twin, embedding, history, val_pairs, val_x, max(1, average.n)
 
 
 def is_scaled(cfg: TrainConfig, spec: InputSpec) -> bool:
@@ -608,7 +608,7 @@ def train(cfg: TrainConfig) -> Result:
     x = to_tensor(data.images, spec)
 
     t0 = time.perf_counter()
-    twin, embedding, history, val_pairs, val_x = fit_twin(cfg, spec, x, data, seeds[1:3])
+    twin, embedding, history, val_pairs, val_x, averaged = fit_twin(cfg, spec, x, data, seeds[1:3])
     train_seconds = time.perf_counter() - t0
     from train.model import with_views
 
@@ -711,7 +711,7 @@ def train(cfg: TrainConfig) -> Result:
         "holdout": None,
         "loss": {"train": history["loss"], "val": history["val_loss"]},
         # the shipped weights are the mean of this many last epochs' (1: the last epoch's)
-        "averaged_epochs": max(1, average_last_default(cfg, is_scaled(cfg, spec))),
+        "averaged_epochs": averaged,
         "train_seconds": round(train_seconds, 2),
         "n_train": int(data.train_idx.size),
         "n_val": int(data.val_idx.size),
